@@ -1,0 +1,33 @@
+"""Shared test setup: offline, headless, deterministic, small models."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("VPT_FAST", "1")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import timm  # noqa: E402
+import torch  # noqa: E402
+
+
+def small_vit(depth: int = 4, dim: int = 64, heads: int = 2, img: int = 32, patch: int = 4,
+              num_classes: int = 5, **kw):
+    """A random-init timm ViT small enough for CPU tests."""
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=img, patch_size=patch,
+                             embed_dim=dim, depth=depth, num_heads=heads, num_classes=num_classes, **kw).eval()
+
+
+@pytest.fixture
+def vit():
+    return small_vit()
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 3, 32, 32, generator=g)

@@ -1,0 +1,180 @@
+"""VPT-prefix (cached per-block K/V) equals the token path; MultiTaskVPT equals per-task runs."""
+import pytest
+import torch
+
+import vpt_explore as vx
+from vpt_explore.errors import ConfigError
+from vpt_explore.multitask import MultiTaskVPT
+from vpt_explore.prefix import PrefixViT
+
+from conftest import small_vit
+
+TOL = 1e-5
+
+
+def _prompted(vit, seed=0, num_classes=3, **cfg):
+    model = vx.PromptedViT(vit, vx.PromptConfig(**cfg), num_classes=num_classes, seed=seed).eval()
+    if getattr(model, "cls_delta", None) is not None:
+        with torch.no_grad():
+            model.cls_delta.normal_(generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+def _max_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("p", [1, 5, 16])
+@pytest.mark.parametrize("layers", ["deep", (2, 3)])
+@pytest.mark.parametrize("pool", ["cls", "image"])
+@pytest.mark.parametrize("share", ["none", "inter"])
+def test_prefix_equals_token_path(vit, images, p, layers, pool, share):
+    model = _prompted(vit, length=p, layers=layers, pool=pool, share=share)
+    fast = model.as_prefix()
+    with torch.no_grad():
+        assert _max_diff(fast(images), model(images)) < TOL
+        assert _max_diff(fast.forward_features(images), model.forward_features(images)) < TOL
+    assert fast.head is model.head
+
+
+@pytest.mark.parametrize("kw", [
+    dict(reg_tokens=2),
+    dict(no_embed_class=True),
+    dict(reg_tokens=2, no_embed_class=True),
+    dict(qk_norm=True, init_values=0.1),
+    dict(class_token=False, global_pool="avg"),
+])
+def test_prefix_backbone_variants(images, kw):
+    vit = small_vit(**kw)
+    pool = "image" if kw.get("class_token") is False else "cls"
+    model = _prompted(vit, length=5, pool=pool)
+    with torch.no_grad():
+        for name, p in model.vit.named_parameters():  # non-trivial k_norm / layer-scale weights
+            if "norm" in name or "ls" in name:
+                p.add_(0.1 * torch.randn_like(p))
+        assert _max_diff(model.as_prefix()(images), model(images)) < TOL
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(share="intra"), dict(share="all"), dict(learn_cls=True), dict(location="prepend-pixel"),
+    dict(layers=(3,)),
+])
+def test_prefix_other_exact_setups(vit, images, cfg):
+    model = _prompted(vit, length=4, **cfg)
+    with torch.no_grad():
+        assert _max_diff(model.as_prefix()(images), model(images)) < TOL
+
+
+def test_prefix_prompt_slot_after_and_zero_length(vit, images):
+    model = _prompted(vit, length=6)
+    model.prompt_slot = "after"
+    with torch.no_grad():
+        assert _max_diff(model.as_prefix()(images), model(images)) < TOL
+        empty = _prompted(vit, length=0)
+        assert _max_diff(empty.as_prefix()(images), empty(images)) < TOL
+
+
+@pytest.mark.parametrize("cfg, field", [
+    (dict(layers="shallow"), "layers"),
+    (dict(layers=(1, 3)), "layers"),
+    (dict(layers=(0, 1)), "layers"),
+    (dict(location="add", length=1), "location"),
+    (dict(location="concat-channel", layers="shallow"), "location"),
+    (dict(pool="prompt"), "pool"),
+    (dict(pool="global"), "pool"),
+])
+def test_prefix_refuses_inexact_setups(vit, cfg, field):
+    model = _prompted(vit, **{"length": 4, **cfg})
+    with pytest.raises(ConfigError, match=field):
+        model.as_prefix()
+
+
+def test_prefix_refuses_training_mode(vit, images):
+    model = _prompted(vit, length=4)
+    with pytest.raises(ConfigError, match="eval"):
+        model.train().as_prefix()
+    fast = model.eval().as_prefix()
+    model.train()
+    with pytest.raises(ConfigError, match="eval"):
+        fast(images)
+
+
+def test_prefix_refresh_tracks_prompt_changes(vit, images):
+    model = _prompted(vit, length=5)
+    fast = model.as_prefix()
+    with torch.no_grad():
+        before = fast(images)
+        model.prompts.add_(torch.randn_like(model.prompts))  # (a constant shift would vanish in LN)
+        stale = fast(images)
+        assert torch.equal(before, stale)               # cached rows do not follow by themselves
+        assert _max_diff(stale, model(images)) > 1e-3
+        fast.refresh()
+        assert _max_diff(fast(images), model(images)) < TOL
+
+
+def test_prefix_kv_buffer_shape_and_state_dict(vit):
+    model = _prompted(vit, length=7)
+    fast = model.as_prefix()
+    assert isinstance(fast, PrefixViT)
+    assert tuple(fast.kv.shape) == (4, 2, 2, 7, 32)   # (L, 2, H, p, hd)
+    assert "kv" not in fast.state_dict()               # derived, never saved
+
+
+# ----------------------------------------------------------------- multi-task
+def _three_tasks(vit, **cfg):
+    return {"birds": _prompted(vit, seed=1, num_classes=3, **cfg),
+            "cars": _prompted(vit, seed=2, num_classes=7, **cfg),
+            "dogs": _prompted(vit, seed=3, num_classes=2, **cfg)}
+
+
+@pytest.mark.parametrize("path, cfg", [
+    ("prefix", dict(length=5)),
+    ("token", dict(length=5)),
+    ("token", dict(length=3, layers="shallow")),
+    ("token", dict(length=1, location="add")),
+    ("auto", dict(length=4, pool="image", learn_cls=True)),
+])
+def test_multitask_equals_per_task_runs(vit, path, cfg):
+    tasks = _three_tasks(vit, **cfg)
+    mt = MultiTaskVPT(vit, tasks, path=path).eval()
+    images = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    ids = ["cars", "birds", "dogs", "cars", "dogs", "birds", "cars"]
+    with torch.no_grad():
+        out = mt(images, ids)
+        by_index = mt(images, torch.tensor([mt.names.index(t) for t in ids]))
+        for b, t in enumerate(ids):
+            alone = tasks[t](images[b:b + 1])[0]
+            assert out[b].shape == alone.shape
+            assert _max_diff(out[b], alone) < TOL
+            assert torch.equal(out[b], by_index[b])
+        grouped = mt.forward_by_task(images, ids)
+    assert grouped["cars"][0].tolist() == [0, 3, 6]
+    assert grouped["cars"][1].shape == (3, 7)
+
+
+def test_multitask_auto_picks_path(vit):
+    assert MultiTaskVPT(vit, _three_tasks(vit, length=2)).path == "prefix"
+    assert MultiTaskVPT(vit, _three_tasks(vit, length=2, layers="shallow")).path == "token"
+
+
+def test_multitask_refuses_mismatch_and_foreign_backbone(vit):
+    tasks = {"a": _prompted(vit, length=5), "b": _prompted(vit, length=6, pool="image")}
+    with pytest.raises(ConfigError, match="length.*pool"):
+        MultiTaskVPT(vit, tasks)
+    with pytest.raises(ConfigError, match="backbone"):
+        MultiTaskVPT(vit, {"a": _prompted(small_vit(), length=5)})
+    with pytest.raises(ConfigError, match="layers"):
+        MultiTaskVPT(vit, _three_tasks(vit, length=2, layers="shallow"), path="prefix")
+    with pytest.raises(ConfigError, match="task_ids"):
+        MultiTaskVPT(vit, _three_tasks(vit, length=2)).eval()(torch.zeros(1, 3, 32, 32), ["cats"])
+
+
+def test_multitask_refresh(vit):
+    tasks = _three_tasks(vit, length=3)
+    mt = MultiTaskVPT(vit, tasks).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tasks["dogs"].prompts.add_(torch.randn_like(tasks["dogs"].prompts))
+        mt.refresh()
+        out = mt(images, ["dogs", "birds"])
+        assert _max_diff(out[0], tasks["dogs"](images[:1])[0]) < TOL

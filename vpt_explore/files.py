@@ -1,0 +1,135 @@
+"""Prompt files: what a method trained, in safetensors (never pickle), tied to its backbone.
+
+A file holds only the trained tensors (prompts, head, biases, adapters, ...) plus metadata: the
+method and its options, the PromptConfig, num_classes, the backbone's name and a fingerprint of its
+frozen weights. Loading onto another backbone fails with a clear error; nothing in a file can run
+code. Writes are atomic (temporary file + ``os.replace``), so a crash mid-write keeps the old file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .backbones import backbone_name, fingerprint
+from .errors import MissingFileError, PromptFileError
+
+FORMAT = "vpt_explore.prompts/1"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch's zip container
+
+
+def trained_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Every tensor the method owns: all parameters outside the backbone, plus trainable ones in it."""
+    state = {}
+    for k, p in model.named_parameters():
+        if not k.startswith("vit.") or p.requires_grad:
+            state[k] = p.detach().cpu().contiguous()
+    return state
+
+
+def _metadata(model: nn.Module, state: Dict[str, torch.Tensor], extra: Optional[dict]) -> Dict[str, str]:
+    vit = model.vit
+    vit_keys = frozenset(k[len("vit."):] for k in state if k.startswith("vit."))
+    meta = {
+        "format": FORMAT,
+        "method": getattr(model, "method", "vpt"),
+        "method_kwargs": json.dumps(getattr(model, "method_kwargs", {})),
+        "prompt_config": json.dumps(model.cfg.to_dict()),
+        "num_classes": str(model.num_classes),
+        "backbone_name": backbone_name(vit),
+        "backbone_fingerprint": fingerprint(vit, exclude=vit_keys),
+        "backbone_depth": str(len(vit.blocks)),
+        "backbone_dim": str(vit.embed_dim),
+    }
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return meta
+
+
+def atomic_save(state: Dict[str, torch.Tensor], path, metadata: Dict[str, str]) -> Path:
+    """Write a safetensors file via a temporary file in the same folder and ``os.replace``."""
+    from safetensors.torch import save_file
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_prompts(model: nn.Module, path, extra: Optional[dict] = None) -> Path:
+    """Save what ``model`` trained to ``path`` (safetensors); returns the path."""
+    state = trained_state(model)
+    return atomic_save(state, path, _metadata(model, state, extra))
+
+
+save_checkpoint = save_prompts
+
+
+def read_prompt_file(path) -> tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Tensors and metadata of a prompt file, refusing anything that is not a valid one."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"prompt file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_PICKLE_MAGIC):
+        raise PromptFileError(f"{str(path)!r} looks like a pickle / torch.save file; prompt files are "
+                              f"safetensors only (pickles can run code, so it was not opened)")
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise PromptFileError(f"{str(path)!r} is not a valid safetensors prompt file (truncated or "
+                              f"corrupted?): {type(e).__name__}: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise PromptFileError(f"{str(path)!r} is a safetensors file but not a vpt_explore prompt file "
+                              f"(format={meta.get('format')!r}, expected {FORMAT!r})")
+    return state, meta
+
+
+def load_model(path, vit: nn.Module, *, check_fingerprint: bool = True) -> nn.Module:
+    """Rebuild the model saved in ``path`` on the backbone ``vit`` and load its trained tensors."""
+    from .baselines import make_model
+    from .config import PromptConfig
+    state, meta = read_prompt_file(path)
+    depth, dim = int(meta["backbone_depth"]), int(meta["backbone_dim"])
+    if (len(vit.blocks), vit.embed_dim) != (depth, dim):
+        raise PromptFileError(
+            f"{str(path)!r} was trained on {meta['backbone_name']!r} (depth {depth}, d={dim}); this backbone "
+            f"{backbone_name(vit)!r} has depth {len(vit.blocks)}, d={vit.embed_dim}. Load it onto "
+            f"vx.load_backbone({meta['backbone_name']!r})")
+    cfg = PromptConfig.from_dict(json.loads(meta["prompt_config"]))
+    kwargs = json.loads(meta.get("method_kwargs", "{}"))
+    model = make_model(meta["method"], vit, int(meta["num_classes"]), prompt=cfg, **kwargs)
+    if check_fingerprint:
+        vit_keys = frozenset(k[len("vit."):] for k in state if k.startswith("vit."))
+        fp = fingerprint(model.vit, exclude=vit_keys)
+        if fp != meta["backbone_fingerprint"]:
+            raise PromptFileError(
+                f"{str(path)!r} was trained on a backbone with other weights (fingerprint "
+                f"{meta['backbone_fingerprint'][:12]}, this one {fp[:12]}; saved name "
+                f"{meta['backbone_name']!r}). Load the same backbone, or pass check_fingerprint=False")
+    own = dict(model.named_parameters())
+    unknown = [k for k in state if k not in own]
+    bad = [k for k in state if k in own and own[k].shape != state[k].shape]
+    if unknown or bad:
+        k = (unknown or bad)[0]
+        raise PromptFileError(f"{str(path)!r} does not fit the rebuilt model: tensor {k!r} "
+                              + ("is unknown" if unknown else f"has shape {tuple(state[k].shape)} vs "
+                                 f"{tuple(own[k].shape)}"))
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+    return model.eval()

@@ -1,0 +1,228 @@
+"""VPT-prefix: VPT-deep prompts as cached key/value rows, exact at inference (paper App., Fig. 18-19).
+
+In VPT-deep (eqs. 7-8) the prompts fed at block i are thrown away after that block: their outputs
+are replaced by the next block's fresh prompts. So the only thing P_i ever does is to offer keys and
+values to the image tokens' queries inside block i's self-attention::
+
+    K_i = W_k LN_1(P_i),  V_i = W_v LN_1(P_i)                 computed once, cached (1, H, p, hd)
+    x  <- x + LS_1(Proj(softmax(Q_x [K_i; K_x]^T / sqrt(hd)) [V_i; V_x]))
+    x  <- x + LS_2(MLP(LN_2(x)))                               image tokens only
+
+The prompt tokens never go through the query projection, the attention output or the MLP, so each
+prompted block does the work of a plain block on R+m tokens plus p extra key/value rows: latency and
+memory stay close to the frozen backbone's however large p is.
+
+This is exact (same logits as the token path, up to float rounding) only when no prompt *output*
+is ever used: the prompted blocks must be a contiguous run ending at the last block (``"deep"`` or
+e.g. ``(3, 4, 5)`` in a 6-block ViT), the prompts must be tokens (``location`` ``"prepend"`` or
+``"prepend-pixel"``) and the head must not read prompt outputs (``pool`` ``"cls"`` or ``"image"``).
+Everything else raises ``ConfigError``. ``PrefixViT`` is inference only: it refuses a model in
+training mode (prompt dropout and the backbone's dropout would make the two paths differ).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "prefix_block"]
+
+
+# ----------------------------------------------------------------- exactness checks
+def _check_block(blk: nn.Module, i: int) -> None:
+    """Refuse a block whose forward is not timm's plain pre-norm ``Block`` with ``Attention``."""
+    from timm.layers.attention import Attention
+    from timm.models.vision_transformer import Block
+
+    if type(blk).forward is not Block.forward:
+        raise ConfigError(
+            f"block {i} is a {type(blk).__name__}, not timm's pre-norm vision_transformer.Block; the "
+            f"prefix path re-implements only that block's forward. Use the token path (the "
+            f"PromptedViT itself)"
+        )
+    if type(blk.attn).forward is not Attention.forward:
+        raise ConfigError(
+            f"block {i}'s attention is a {type(blk.attn).__name__}, not timm.layers.Attention (e.g. "
+            f"rotary embeddings); the prefix path cannot reproduce it. Use the token path"
+        )
+
+
+def check_prefix_exact(model: nn.Module) -> None:
+    """Raise ``ConfigError`` unless the prefix path gives exactly the token path's logits.
+
+    Args:
+        model: a ``PromptedViT``.
+
+    Raises:
+        ConfigError: naming the field (``location``, ``layers``, ``pool``) or the block type that
+            makes the prefix path inexact, and what to use instead.
+    """
+    cfg, blocks, N = model.cfg, tuple(model.prompt_blocks), model.depth
+    if cfg.length > 0 and cfg.location not in ("prepend", "prepend-pixel"):
+        raise ConfigError(
+            f"location={cfg.location!r} has no prompt tokens that act only as keys/values "
+            f"('add' changes the patch embeddings, 'concat-channel' the input pixels), so the prefix "
+            f"path is not exact; use location='prepend' (or 'prepend-pixel'), or run the PromptedViT"
+        )
+    if blocks and blocks != tuple(range(blocks[0], N)):
+        carried = [i for i in range(blocks[0] + 1, N) if i not in blocks]
+        raise ConfigError(
+            f"layers={cfg.layers!r} (prompted blocks {list(blocks)} of {N}) is not exact on the "
+            f"prefix path: block(s) {carried} receive no fresh prompts, so earlier prompts' outputs "
+            f"pass through their queries and MLPs. Use layers='deep' or a contiguous run to the last "
+            f"block such as {tuple(range(blocks[0], N))}, or run the PromptedViT (token path)"
+        )
+    if cfg.length > 0 and cfg.pool not in ("cls", "image"):
+        raise ConfigError(
+            f"pool={cfg.pool!r} reads the prompt tokens' outputs, which the prefix path never "
+            f"computes; use pool='cls' or 'image', or run the PromptedViT"
+        )
+    for i in blocks:
+        _check_block(model.vit.blocks[i], i)
+
+
+def _check_eval(model: nn.Module) -> None:
+    if model.training or model.vit.training:
+        raise ConfigError(
+            "the prefix path is inference-only (no prompt dropout, no backbone dropout/drop-path), "
+            "but the model is in training mode; call model.eval() first (and refresh() after the "
+            "prompts changed)"
+        )
+
+
+# ----------------------------------------------------------------- the math, one block
+def prompt_kv(blk: nn.Module, prompts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """K_i = k_norm(W_k LN_1(P_i)) and V_i = W_v LN_1(P_i) for one block.
+
+    Args:
+        blk: a timm ``Block``.
+        prompts: the (p, D) tokens fed at this block (``model.layer_prompts(i)``).
+
+    Returns:
+        (K, V), each (H, p, hd).
+    """
+    attn = blk.attn
+    p = prompts.shape[0]
+    qkv = attn.qkv(blk.norm1(prompts))                               # (p, 3*H*hd)
+    qkv = qkv.reshape(p, 3, attn.num_heads, attn.head_dim)           # (p, 3, H, hd)
+    _, k, v = qkv.permute(1, 2, 0, 3).unbind(0)                      # each (H, p, hd)
+    return attn.k_norm(k), v
+
+
+def prompt_kv_table(model: nn.Module) -> torch.Tensor:
+    """All cached rows of a ``PromptedViT``: (L, 2, H, p, hd), one row per prompted block, K then V."""
+    attn = model.vit.blocks[0].attn
+    rows = [torch.stack(prompt_kv(model.vit.blocks[i], model.layer_prompts(i)))
+            for i in model.prompt_blocks]                            # L x (2, H, p, hd)
+    if not rows:
+        ref = model.vit.cls_token if getattr(model.vit, "cls_token", None) is not None \
+            else model.vit.blocks[0].norm1.weight
+        return ref.new_zeros(0, 2, attn.num_heads, 0, attn.head_dim)
+    return torch.stack(rows)                                         # (L, 2, H, p, hd)
+
+
+def prefix_attention(attn: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
+                     v_p: torch.Tensor) -> torch.Tensor:
+    """timm ``Attention`` for the image tokens, with p cached key/value rows in front.
+
+    Args:
+        attn: a timm ``Attention``.
+        x: normalised image tokens (B, N, D), N = R + m.
+        k_p, v_p: cached prompt keys/values, (1 or B, H, p, hd).
+
+    Returns:
+        (B, N, D): the attention output of the N image tokens only.
+    """
+    B, N, _ = x.shape
+    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim)   # (B, N, 3, H, hd)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                      # each (B, H, N, hd)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    k = torch.cat([k_p.to(k.dtype).expand(B, -1, -1, -1), k], dim=2)    # (B, H, p+N, hd)
+    v = torch.cat([v_p.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)    # (B, H, p+N, hd)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)     # (B, H, N, hd)
+    out = out.transpose(1, 2).reshape(B, N, attn.attn_dim)              # (B, N, H*hd)
+    out = attn.norm(out)                                                # scale_norm (or identity)
+    if attn.gate is not None:                                           # gated attention
+        out = out * attn.gate(x).sigmoid()
+    return attn.proj_drop(attn.proj(out))
+
+
+def prefix_block(blk: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
+                 v_p: torch.Tensor) -> torch.Tensor:
+    """One timm ``Block`` on the image tokens (B, N, D) with cached prompt K/V; returns (B, N, D)."""
+    x = x + blk.drop_path1(blk.ls1(prefix_attention(blk.attn, blk.norm1(x), k_p, v_p)))
+    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    return x
+
+
+# ----------------------------------------------------------------- the module
+class PrefixViT(nn.Module):
+    """Inference-only VPT-deep with prompts turned into cached key/value rows (exact).
+
+    Build it with ``model.eval().as_prefix()``. It shares the ``PromptedViT`` (backbone, prompts,
+    head); only the per-block K/V rows are its own, in the non-persistent buffer ``kv`` of shape
+    (L, 2, H, p, hd). Call ``refresh()`` after the prompts (or the backbone) changed.
+
+    Args:
+        model: a ``PromptedViT`` in eval mode whose setup passes ``check_prefix_exact``.
+
+    Raises:
+        ConfigError: for a setup where the prefix path is not exact, or a model in training mode.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        check_prefix_exact(model)
+        _check_eval(model)
+        self.model = model
+        self.blocks = tuple(model.prompt_blocks)
+        self._row = {b: j for j, b in enumerate(self.blocks)}
+        with torch.no_grad():
+            kv = prompt_kv_table(model)                               # (L, 2, H, p, hd)
+        self.register_buffer("kv", kv, persistent=False)
+        self.train(False)
+
+    @torch.no_grad()
+    def refresh(self) -> "PrefixViT":
+        """Recompute the cached K/V rows from the current prompts and backbone weights."""
+        self.kv = prompt_kv_table(self.model).detach()              # (L, 2, H, p, hd)
+        return self
+
+    @property
+    def head(self) -> nn.Module:
+        """The wrapped model's classifier."""
+        return self.model.head
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Final image tokens after ``norm``: (B, R+m, D) (no prompt tokens anywhere)."""
+        _check_eval(self.model)
+        self.model.check_images(images)
+        x = self.model.embed(images)                                 # (B, R+m, D), eq. (1)
+        for i, blk in enumerate(self.model.vit.blocks):
+            j = self._row.get(i)
+            if j is None:
+                x = blk(x)                                           # no prompts yet: plain block
+            else:
+                x = prefix_block(blk, x, self.kv[j, 0:1, :], self.kv[j, 1:2, :])  # k, v (1, H, p, hd)
+        return self.model.vit.norm(x)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the head (B, D): [CLS] or mean of the patch tokens (Fig. 8)."""
+        x = self.forward_tokens(images)
+        return self.model.vit.fc_norm(self.model.pool(x, 0))
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eq. (3) on pooled features (B, D) -> (B, num_classes)."""
+        return self.model.forward_head(feats)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(images))
+
+    def extra_repr(self) -> str:
+        L, _, H, p, hd = self.kv.shape
+        return f"prefix blocks={list(self.blocks)}, cached K/V (L={L}, 2, H={H}, p={p}, hd={hd})"
+
