@@ -113,9 +113,8 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 def test_bad_img_size(bad):
     with pytest.raises(ConfigError, match=r"img_size=.*multiple of the patch size 14 from 28 to 518"):
         d.load_dinov2_offline(img_size=bad)
-    if bad:  # load_backbone treats a falsy img_size as "use the default" (112)
-        with pytest.raises(ConfigError, match="img_size"):
-            backbones.load_backbone("dinov2-s14-offline", img_size=bad)
+    with pytest.raises(ConfigError, match="img_size"):  # only None means "the default" (112)
+        backbones.load_backbone("dinov2-s14-offline", img_size=bad)
 
 
 @needs_onnx

@@ -233,3 +233,26 @@ def test_paper_parameter_multipliers_and_storage():
     rows = vx.storage_table(["full", "linear", "vpt-deep"], small_vit(depth=2), 10)
     size = {r["method"]: r["vs_full"] for r in rows}
     assert size["full"] == 1.0 and size["linear"] < size["vpt-deep"] < 0.2
+
+
+# ---------------------------------------------------------------- experiments
+def test_sweep_follows_vtab_protocol_and_statistics():
+    vit = small_vit(depth=1)
+    splits = {"train": toy_data(24), "val": toy_data(12, seed=1), "trainval": toy_data(36, seed=2),
+              "test": toy_data(18, seed=3), "name": "toy"}
+    res = vx.sweep(["linear", "vpt-shallow"], vit, splits, base_lrs=(0.5, 2.0), lengths=(1, 3), seeds=(0, 1),
+                   epochs=2, batch_size=12, progress=False, num_classes=3)
+    tune = [r for r in res if r["stage"] == "tune"]
+    assert len([r for r in tune if r["method"] == "linear"]) == 2       # lengths only for prompts
+    assert len([r for r in tune if r["method"] == "vpt-shallow"]) == 4
+    summ = {s["method"]: s for s in res.summary()}
+    best = max((r for r in tune if r["method"] == "vpt-shallow"), key=lambda r: r["val_acc"])
+    assert summ["vpt-shallow"]["base_lr"] == best["base_lr"] and summ["vpt-shallow"]["seeds"] == 2
+    assert "vpt-shallow" in res.table()
+    res.plot().savefig(__import__("io").BytesIO())
+    w = vx.wilcoxon([0.9, 0.8, 0.7, 0.95, 0.6, 0.85], [0.8, 0.7, 0.72, 0.9, 0.5, 0.8])
+    assert 0 < w["pvalue"] < 0.2 and w["n"] == 6
+    t = vx.welch([0.9, 0.91, 0.92], [0.5, 0.52, 0.49])
+    assert t["pvalue"] < 0.001 and t["statistic"] > 0
+    with pytest.raises(vx.ConfigError, match="paired"):
+        vx.wilcoxon([1.0, 2.0], [1.0])

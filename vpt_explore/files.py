@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .backbones import backbone_name, fingerprint
-from .errors import MissingFileError, PromptFileError
+from .errors import ConfigError, MissingFileError, PromptFileError
 
 FORMAT = "vpt_explore.prompts/1"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch's zip container
@@ -54,11 +54,16 @@ def atomic_save(state: Dict[str, torch.Tensor], path, metadata: Dict[str, str]) 
     """Write a safetensors file via a temporary file in the same folder and ``os.replace``."""
     from safetensors.torch import save_file
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"path={str(path)!r} is a folder; give a file name such as "
+                          f"{str(path / 'prompts.safetensors')!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:  # on disk before the rename, so a power cut cannot leave it empty
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -104,15 +109,42 @@ def load_model(path, vit: nn.Module, *, check_fingerprint: bool = True) -> nn.Mo
     from .baselines import make_model
     from .config import PromptConfig
     state, meta = read_prompt_file(path)
-    depth, dim = int(meta["backbone_depth"]), int(meta["backbone_dim"])
+    field = "?"
+    try:  # the metadata is plain text anyone can edit: name the field that is broken
+        field = "backbone_depth"
+        depth = int(meta[field])
+        field = "backbone_dim"
+        dim = int(meta[field])
+        field = "num_classes"
+        num_classes = None if meta[field] == "None" else int(meta[field])  # None: the backbone's head
+        field = "prompt_config"
+        cfg_dict = json.loads(meta[field])
+        field = "method_kwargs"
+        kwargs = json.loads(meta.get(field, "{}"))
+        for field in ("method", "backbone_name", "backbone_fingerprint"):
+            _ = meta[field]
+    except (KeyError, ValueError, TypeError) as e:
+        raise PromptFileError(f"{str(path)!r} has broken metadata: field {field!r} "
+                              f"({type(e).__name__}: {e}); re-save the model with save_prompts") from None
     if (len(vit.blocks), vit.embed_dim) != (depth, dim):
         raise PromptFileError(
             f"{str(path)!r} was trained on {meta['backbone_name']!r} (depth {depth}, d={dim}); this backbone "
             f"{backbone_name(vit)!r} has depth {len(vit.blocks)}, d={vit.embed_dim}. Load it onto "
             f"vx.load_backbone({meta['backbone_name']!r})")
-    cfg = PromptConfig.from_dict(json.loads(meta["prompt_config"]))
-    kwargs = json.loads(meta.get("method_kwargs", "{}"))
-    model = make_model(meta["method"], vit, int(meta["num_classes"]), prompt=cfg, **kwargs)
+    if not isinstance(cfg_dict, dict) or not isinstance(kwargs, dict):
+        raise PromptFileError(f"{str(path)!r} has broken metadata: 'prompt_config' and 'method_kwargs' "
+                              f"must be JSON objects")
+    try:
+        cfg = PromptConfig.from_dict(cfg_dict)
+        build = cfg.replace(init="random") if cfg.init == "cls" else cfg  # the file holds the prompts
+        if meta["method"] == "vpt":  # a PromptedViT built directly rather than by make_model
+            from .prompts import PromptedViT
+            model = PromptedViT(vit, build, num_classes)
+        else:
+            model = make_model(meta["method"], vit, num_classes, prompt=build, **kwargs)
+        model.cfg = cfg
+    except (ConfigError, TypeError) as e:
+        raise PromptFileError(f"{str(path)!r} has metadata this version cannot rebuild: {e}") from None
     if check_fingerprint:
         vit_keys = frozenset(k[len("vit."):] for k in state if k.startswith("vit."))
         fp = fingerprint(model.vit, exclude=vit_keys)
@@ -127,8 +159,12 @@ def load_model(path, vit: nn.Module, *, check_fingerprint: bool = True) -> nn.Mo
     if unknown or bad:
         k = (unknown or bad)[0]
         raise PromptFileError(f"{str(path)!r} does not fit the rebuilt model: tensor {k!r} "
-                              + ("is unknown" if unknown else f"has shape {tuple(state[k].shape)} vs "
-                                 f"{tuple(own[k].shape)}"))
+                              + ("is unknown" if unknown else f"has shape {tuple(state[k].shape)} in the "
+                                 f"file but {tuple(own[k].shape)} in the model"))
+    missing = [k for k in trained_state(model) if k not in state]
+    if missing:  # would otherwise stay at its random initial value, silently
+        raise PromptFileError(f"{str(path)!r} lacks tensor {missing[0]!r} that method {meta['method']!r} "
+                              f"trains ({len(missing)} missing); the file is incomplete")
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)

@@ -98,6 +98,14 @@ def resolve_preprocess(backbone=None, image_size: Optional[ImageSize] = None, me
     Without a backbone: ``image_size`` 32 and mean = std = 0.5 (the tiny backbone's setting).
     """
     size, m, s = (32, 32), 0.5, 0.5
+    if isinstance(backbone, str):
+        raise ConfigError(f"backbone={backbone!r} must be a loaded model, not a name: pass "
+                          f"backbone=vx.load_backbone({backbone!r})")
+    if backbone is not None and not hasattr(backbone, "patch_embed") and hasattr(backbone, "vit"):
+        backbone = backbone.vit  # a PromptedViT / make_model result: use its backbone
+    if backbone is not None and not hasattr(backbone, "patch_embed"):
+        raise ConfigError(f"backbone={type(backbone).__name__} is not a timm ViT (no patch_embed); pass "
+                          f"the model from vx.load_backbone(...), or image_size=, mean=, std=")
     if backbone is not None:
         from .backbones import data_config
         cfg = data_config(backbone)

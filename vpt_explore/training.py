@@ -124,7 +124,12 @@ def batches(data, batch_size: int, shuffle: bool = False, generator=None) -> Ite
 def _check_labels(model: nn.Module, data, name: str) -> None:
     n_cls = getattr(model, "num_classes", None)
     t = _tensors(data)
-    if t is None or n_cls is None or len(t[1]) == 0:
+    if t is None or len(t[1]) == 0:
+        return
+    if t[1].is_floating_point() or t[1].dtype == torch.bool:
+        raise DataError(f"{name} has labels of dtype {t[1].dtype}; class labels must be integers "
+                        f"(torch.long), e.g. labels.long()")
+    if n_cls is None:
         return
     lo, hi = int(t[1].min()), int(t[1].max())
     if lo < 0 or hi >= n_cls:
@@ -241,6 +246,8 @@ def train(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig
     cfg = cfg or TrainConfig()
     if not isinstance(cfg, TrainConfig):
         raise ConfigError(f"cfg={cfg!r} must be a vx.TrainConfig")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model={model!r} must be a torch module, e.g. from vx.make_model(...)")
     n_train = _length(train_data)
     if n_train == 0:
         raise DataError("train_data is empty: there is nothing to train on")
