@@ -38,7 +38,7 @@ demo: $(STAMP) sysdeps
 	$(PY) -m vpt_explore demo
 
 test: $(STAMP) sysdeps browser-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 lab: $(STAMP) sysdeps
 	$(VENV)/bin/jupyter lab notebooks/00_setup_and_tour.ipynb

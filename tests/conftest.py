@@ -4,6 +4,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("VPT_FAST", "1")
+# Tiny models gain nothing from a second intra-op thread, and OpenMP threads that spin-wait on a
+# busy 2-core machine slow everything 10x or more. Tests run one thread per process and use the
+# cores through pytest-xdist workers instead; kernels and servers started by tests inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import matplotlib  # noqa: E402
 
@@ -12,6 +16,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import timm  # noqa: E402
 import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def small_vit(depth: int = 4, dim: int = 64, heads: int = 2, img: int = 32, patch: int = 4,
