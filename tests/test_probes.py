@@ -6,7 +6,7 @@ import torch
 
 import vpt_explore as vx
 from conftest import small_vit
-from vpt_explore import probes
+from vpt_explore import attributions, probes
 
 
 def _prompted(layers="deep", length=4, **vit_kw):
@@ -164,7 +164,7 @@ def test_rollout_shape(layers, x):
 def test_integrated_gradients_completeness(x):
     model = _prompted()
     hooks = _hook_counts(model)
-    a = probes.attributions(model, x, 2, method="ig", n_steps=32)
+    a = attributions.attributions(model, x, 2, method="ig", n_steps=32)
     assert a.shape == (3, 32, 32) and torch.isfinite(a).all() and a.abs().sum() > 0
     with torch.no_grad():
         gap = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
@@ -175,14 +175,14 @@ def test_integrated_gradients_completeness(x):
 
 @pytest.mark.parametrize("method", ["saliency", "occlusion"])
 def test_other_pixel_attributions(method, x):
-    a = probes.attributions(small_vit(depth=2), x[:2], [0, 1], method=method)
+    a = attributions.attributions(small_vit(depth=2), x[:2], [0, 1], method=method)
     assert a.shape == (2, 32, 32) and torch.isfinite(a).all() and a.abs().sum() > 0
 
 
 def test_prompt_attributions(x):
     model = _prompted()
     hooks = _hook_counts(model)
-    ig = probes.prompt_attributions(model, x, 1, layer=0, n_steps=32)
+    ig = attributions.prompt_attributions(model, x, 1, layer=0, n_steps=32)
     assert ig.shape == (3, 4) and torch.isfinite(ig).all() and ig.abs().sum() > 0
     P0 = model.prompts.data.clone()
     with torch.no_grad():
@@ -192,8 +192,8 @@ def test_prompt_attributions(x):
         model.prompts.data.copy_(P0)
     gap = full - zeroed
     assert torch.allclose(ig.sum(1), gap, atol=0.05 * gap.abs().max() + 1e-5)
-    ixg = probes.prompt_attributions(model, x, 1, layer=2, method="ixg")
+    ixg = attributions.prompt_attributions(model, x, 1, layer=2, method="ixg")
     assert ixg.shape == (3, 4) and torch.isfinite(ixg).all()
     assert _hook_counts(model) == hooks
     with pytest.raises(vx.ConfigError, match="no prompt tokens"):
-        probes.prompt_attributions(_prompted(layers=(1, 2)), x, 1, layer=0)
+        attributions.prompt_attributions(_prompted(layers=(1, 2)), x, 1, layer=0)

@@ -1,5 +1,4 @@
 """PromptedViT: exact equivalences, parameter counts, gradients, variants (issue: foundation)."""
-import itertools
 
 import pytest
 import timm

@@ -7,7 +7,6 @@ import torch
 
 import vpt_explore as vx
 from conftest import small_vit
-from vpt_explore.training import StopTraining
 
 
 def toy_data(n=48, classes=3, seed=0):

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import probes
 from .errors import ConfigError, DataError, bad_choice, require_package
-from .probes import attributions, prompt_attributions  # re-exported: notebooks use vx.viz
+from .attributions import attributions, prompt_attributions  # re-exported: notebooks use vx.viz
 
 __all__ = ["reduce_2d", "separability", "collect_embeddings", "plot_embeddings",
            "plot_layer_embeddings", "plot_attention_shares", "plot_attention_overlay",
