@@ -255,3 +255,18 @@ def test_sweep_follows_vtab_protocol_and_statistics():
     assert t["pvalue"] < 0.001 and t["statistic"] > 0
     with pytest.raises(vx.ConfigError, match="paired"):
         vx.wilcoxon([1.0, 2.0], [1.0])
+
+
+def test_make_model_keeps_a_layer_tuple_for_deep_and_refuses_it_for_shallow():
+    vit = small_vit(depth=4)
+    assert vx.make_model("vpt-deep", vit, 2, layers=(1, 2)).prompt_blocks == (1, 2)
+    assert vx.make_model("vpt-deep", vit, 2, prompt=vx.PromptConfig(layers=(3,))).prompt_blocks == (3,)
+    assert vx.make_model("vpt-deep", vit, 2).prompt_blocks == (0, 1, 2, 3)
+    with pytest.raises(vx.ConfigError, match=r"contradicts method='vpt-shallow'"):
+        vx.make_model("vpt-shallow", vit, 2, layers=(1, 2))
+
+
+def test_default_sgd_lr_scales_with_width():
+    from vpt_explore.training import default_base_lr
+    assert default_base_lr("linear", "sgd", 384) == pytest.approx(default_base_lr("linear", "sgd", 128) / 3)
+    assert default_base_lr("full", "adamw", 768) == default_base_lr("full", "adamw", 128)

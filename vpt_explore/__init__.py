@@ -28,7 +28,8 @@ _LAZY = {
     "load_vtab_folder": "tasks", "load_fgvc_json": "tasks", "TaskInfo": "tasks",
     "PrefixViT": "prefix", "MultiTaskVPT": "multitask",
     "probes": None, "viz": None, "widgets": None, "bench": None, "vit_math": None, "prefix": None,
-    "multitask": None, "attributions": None,
+    "multitask": None, "attributions": None, "tasks": None, "baselines": None, "show": None,
+    "experiments": None, "files": None, "backbones": None, "prompts": None, "config": None,
 }
 
 __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_backbones",

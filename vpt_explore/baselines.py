@@ -186,16 +186,20 @@ def make_model(method: str, vit: nn.Module, num_classes: int, *, prompt: Optiona
         raise ConfigError(f"method={method!r}: k={k} must be in 1..{depth if name == 'partial' else 8}")
     if name in ("vpt-shallow", "vpt-deep", "vpt+bias", "ensemble"):
         base = prompt or PromptConfig(dropout=0.1 if name != "vpt-shallow" else 0.0)
-        layers = "shallow" if name == "vpt-shallow" else ("deep" if prompt is None or prompt.layers == "shallow"
-                                                          else prompt.layers)
+        layers = prompt_kw.pop("layers", None if prompt is None else prompt.layers)
+        if name == "vpt-shallow":
+            if layers not in (None, "shallow", (0,)):
+                raise ConfigError(f"layers={layers!r} contradicts method='vpt-shallow'; use method='vpt-deep' "
+                                  f"with layers={layers!r}")
+            layers = "shallow"
+        elif layers in (None, "shallow"):
+            layers = "deep"  # vpt-deep / vpt+bias / ensemble default to every block; a tuple is kept
         changes = dict(prompt_kw, layers=layers)
         if length is not None:
             changes["length"] = length
         cfg = base.replace(**changes)
     else:
-        if prompt is not None and prompt.length > 0 and prompt.layers is not None:
-            pass  # non-prompt methods ignore prompt settings
-        cfg = PromptConfig(length=0)
+        cfg = PromptConfig(length=0)  # methods without prompts ignore prompt settings
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -17,7 +17,7 @@ from typing import Dict, List
 import torch
 
 DEFAULT_METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
-DEFAULT_TASKS = ("mnist", "textures", "shapes-loc")
+DEFAULT_TASKS = ("mnist", "textures", "dist")
 
 
 def set_threads() -> int:
@@ -27,8 +27,8 @@ def set_threads() -> int:
     return n
 
 
-def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", epochs: int = 6,
-        n_train: int = 400, n_test: int = 500, batch_size: int = 32, seed: int = 0,
+def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", epochs: int = 5,
+        n_train: int = 300, n_test: int = 500, batch_size: int = 32, seed: int = 0,
         length: int = 10, out: str = "demo_out", progress: bool = False) -> List[Dict]:
     """Train every method on every task; return one result dict per (task, method)."""
     import vpt_explore as vx
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default="tiny", help="tiny (default) | dinov2-s14-offline | a timm name")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--n-train", type=int, default=400, help="training images per task (VTAB-1k: 800)")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--n-train", type=int, default=300, help="training images per task (VTAB-1k: 800)")
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--length", type=int, default=10, help="prompt length p")
     ap.add_argument("--seed", type=int, default=0)

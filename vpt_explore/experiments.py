@@ -19,6 +19,10 @@ from .config import TrainConfig
 from .errors import ConfigError
 
 
+def _g(x) -> str:
+    return "auto" if x is None else f"{x:g}"
+
+
 class Results:
     """Rows of an experiment (dicts) with a summary table and a plot."""
 
@@ -51,7 +55,7 @@ class Results:
         lines = [f"{'task':<14}{'method':<14}{'test acc':>16}{'seeds':>6}{'base_lr':>9}{'wd':>8}{'p':>5}{'trainable':>11}"]
         for s in self.summary():
             lines.append(f"{s['task']:<14}{s['method']:<14}{100 * s['mean']:>9.1f} ± {100 * s['std']:<4.1f}"
-                         f"{s['seeds']:>6}{s['base_lr']:>9g}{s['weight_decay']:>8g}{str(s['length']):>5}"
+                         f"{s['seeds']:>6}{_g(s['base_lr']):>9}{_g(s['weight_decay']):>8}{str(s['length']):>5}"
                          f"{s['trainable']:>11,}")
         return "\n".join(lines)
 

@@ -28,13 +28,20 @@ from .errors import ConfigError, DataError
 SGD_METHODS = ("vpt", "vpt-shallow", "vpt-deep", "linear", "mlp", "sidetune", "ensemble")
 # base learning rates per 256 images (lr = base_lr * batch / 256), chosen on the offline suite
 # with the tiny backbone; the paper tunes over {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05}.
-DEFAULT_BASE_LR = {"vpt": 2.0, "linear": 1.0, "mlp": 0.5, "sidetune": 0.5, "ensemble": 2.0,
-                   "bias": 2e-2, "adapter": 2e-2, "vpt+bias": 2e-2, "partial": 4e-3, "full": 2e-3}
+# SGD defaults are for d=128 and scale with 128/d: the head sees LayerNorm'd features whose squared
+# norm is about d, so the largest stable step shrinks like 1/d (DINOv2-S, d=384, gets a third).
+DEFAULT_BASE_LR = {"vpt": 4.0, "linear": 1.0, "mlp": 0.5, "sidetune": 0.5, "ensemble": 4.0,
+                   "bias": 8e-2, "adapter": 4e-2, "vpt+bias": 4e-2, "partial": 8e-3, "full": 8e-3}
 FALLBACK_BASE_LR = {"sgd": 2.0, "adamw": 4e-3}
 
 
-def default_base_lr(method: str, optimizer: str) -> float:
-    """The base lr used when TrainConfig.base_lr is None."""
+def default_base_lr(method: str, optimizer: str, dim: int = 128) -> float:
+    """The base lr used when TrainConfig.base_lr is None (SGD ones scaled by 128 / d)."""
+    lr = _default_base_lr(method, optimizer)
+    return lr * 128 / dim if optimizer == "sgd" else lr
+
+
+def _default_base_lr(method: str, optimizer: str) -> float:
     family = method.split("-")[0] if method.startswith(("vpt-", "partial-", "mlp-")) else method
     if optimizer == "sgd" and family in ("bias", "adapter", "vpt+bias", "partial", "full"):
         return FALLBACK_BASE_LR["sgd"] / 20
@@ -205,7 +212,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, method: str):
     kind = cfg.optimizer
     if kind == "auto":
         kind = "sgd" if method.split("-")[0] in SGD_METHODS or method in SGD_METHODS else "adamw"
-    base_lr = cfg.base_lr if cfg.base_lr is not None else default_base_lr(method, kind)
+    dim = getattr(model, "embed_dim", 128)
+    base_lr = cfg.base_lr if cfg.base_lr is not None else default_base_lr(method, kind, dim)
     lr = cfg.lr_for(base_lr)
     params = [p for p in model.parameters() if p.requires_grad]
     if kind == "sgd":
