@@ -104,7 +104,7 @@ def save_figure(results: List[Dict], tasks, methods, path: Path) -> Path:
                                       for t in tasks])
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Transfer methods on the offline suite (cf. paper Table 1)")
-    ax.legend(ncols=4, fontsize=8, loc="lower right")
+    ax.legend(ncols=len(methods), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     for m in methods:
         rows = [by[(t, m)] for t in tasks if (t, m) in by]
         if rows:
