@@ -28,6 +28,15 @@ def small_vit(depth: int = 4, dim: int = 64, heads: int = 2, img: int = 32, patc
                              embed_dim=dim, depth=depth, num_heads=heads, num_classes=num_classes, **kw).eval()
 
 
+def toy_data(n: int = 48, classes: int = 3, seed: int = 0):
+    """Images whose class is their colour (a global shift): learnable from a random ViT's [CLS]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
+    x[torch.arange(n), y % 3] += 2.0
+    return torch.utils.data.TensorDataset(x, y)
+
+
 @pytest.fixture
 def vit():
     return small_vit()

@@ -23,29 +23,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import vpt_explore as vx
-from conftest import small_vit
+from conftest import small_vit, toy_data
 from vpt_explore import files
 from vpt_explore.__main__ import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and immune to a busy machine's other loads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def toy_data(n=48, classes=3, seed=0):
-    """Images whose class is their colour: learnable from a random ViT (as in test_train.py)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
-    x[torch.arange(n), y % 3] += 2.0
-    return torch.utils.data.TensorDataset(x, y)
 
 
 def same_state(a, b):

@@ -6,16 +6,7 @@ import timm
 import torch
 
 import vpt_explore as vx
-from conftest import small_vit
-
-
-def toy_data(n=48, classes=3, seed=0):
-    """Images whose class is their colour (a global shift): learnable from a random ViT's [CLS]."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.randn(n, 3, 32, 32, generator=g) * 0.3
-    x[torch.arange(n), y % 3] += 2.0
-    return torch.utils.data.TensorDataset(x, y)
+from conftest import small_vit, toy_data
 
 
 FAST = vx.TrainConfig(epochs=3, batch_size=16, progress=False, warmup_epochs=0.5)

@@ -17,14 +17,6 @@ SHARED_API = {"Dropdown", "IntSlider", "FloatLogSlider", "ToggleButtons", "Selec
               "Button", "IntProgress", "Label", "HTML", "Output", "HBox", "VBox", "Layout"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small CPU batches on a shared machine run far faster on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def wait_until(cond, timeout: float = 60.0) -> bool:
     end = time.time() + timeout
