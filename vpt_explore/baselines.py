@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .config import PromptConfig
+from .config import PromptConfig, _check_int
 from .errors import ConfigError, did_you_mean
 from .prompts import PromptedViT, _check_backbone
 
@@ -172,10 +172,9 @@ def make_model(method: str, vit: nn.Module, num_classes: int, *, prompt: Optiona
     _check_backbone(vit)
     if prompt is not None and not isinstance(prompt, PromptConfig):
         raise ConfigError(f"prompt={prompt!r} must be a vx.PromptConfig (or None)")
-    for field, value in (("reduction", reduction), ("members", members), ("seed", seed)):
-        low = 0 if field == "seed" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{field}={value!r} must be an integer >= {low}")
+    _check_int("reduction", reduction, 1)
+    _check_int("members", members, 1)
+    _check_int("seed", seed)
     unknown = [kw for kw in prompt_kw if kw not in PromptConfig.__dataclass_fields__]
     if unknown:
         fields = ["prompt", "reduction", "members", "seed", *PromptConfig.__dataclass_fields__]

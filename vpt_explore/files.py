@@ -104,28 +104,27 @@ def read_prompt_file(path) -> tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     return state, meta
 
 
+def _meta_field(path, meta: Dict[str, str], name: str, parse):
+    """``parse(meta[name])``, or a PromptFileError naming the broken field (metadata is editable text)."""
+    try:
+        return parse(meta[name])
+    except (KeyError, ValueError, TypeError) as e:
+        raise PromptFileError(f"{str(path)!r} has broken metadata: field {name!r} "
+                              f"({type(e).__name__}: {e}); re-save the model with save_prompts") from None
+
+
 def load_model(path, vit: nn.Module, *, check_fingerprint: bool = True) -> nn.Module:
     """Rebuild the model saved in ``path`` on the backbone ``vit`` and load its trained tensors."""
     from .baselines import make_model
     from .config import PromptConfig
     state, meta = read_prompt_file(path)
-    field = "?"
-    try:  # the metadata is plain text anyone can edit: name the field that is broken
-        field = "backbone_depth"
-        depth = int(meta[field])
-        field = "backbone_dim"
-        dim = int(meta[field])
-        field = "num_classes"
-        num_classes = None if meta[field] == "None" else int(meta[field])  # None: the backbone's head
-        field = "prompt_config"
-        cfg_dict = json.loads(meta[field])
-        field = "method_kwargs"
-        kwargs = json.loads(meta.get(field, "{}"))
-        for field in ("method", "backbone_name", "backbone_fingerprint"):
-            _ = meta[field]
-    except (KeyError, ValueError, TypeError) as e:
-        raise PromptFileError(f"{str(path)!r} has broken metadata: field {field!r} "
-                              f"({type(e).__name__}: {e}); re-save the model with save_prompts") from None
+    depth = _meta_field(path, meta, "backbone_depth", int)
+    dim = _meta_field(path, meta, "backbone_dim", int)
+    num_classes = _meta_field(path, meta, "num_classes", lambda v: None if v == "None" else int(v))
+    cfg_dict = _meta_field(path, meta, "prompt_config", json.loads)
+    kwargs = _meta_field(path, {"method_kwargs": "{}", **meta}, "method_kwargs", json.loads)
+    for name in ("method", "backbone_name", "backbone_fingerprint"):
+        _meta_field(path, meta, name, str)
     if (len(vit.blocks), vit.embed_dim) != (depth, dim):
         raise PromptFileError(
             f"{str(path)!r} was trained on {meta['backbone_name']!r} (depth {depth}, d={dim}); this backbone "
