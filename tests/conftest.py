@@ -28,6 +28,12 @@ def small_vit(depth: int = 4, dim: int = 64, heads: int = 2, img: int = 32, patc
                              embed_dim=dim, depth=depth, num_heads=heads, num_classes=num_classes, **kw).eval()
 
 
+def assert_words(error, words) -> None:
+    """Every key word must appear in the error (or message text): field, value, what is allowed."""
+    missing = [w for w in words if w not in str(error)]
+    assert not missing, (missing, str(error))
+
+
 def toy_data(n: int = 48, classes: int = 3, seed: int = 0):
     """Images whose class is their colour (a global shift): learnable from a random ViT's [CLS]."""
     g = torch.Generator().manual_seed(seed)

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import vpt_explore as vx
-from conftest import small_vit, toy_data
+from conftest import assert_words, small_vit, toy_data
 from vpt_explore import files
 from vpt_explore.__main__ import main as cli
 
@@ -190,8 +190,7 @@ def test_cli_bad_input_exits_2_with_a_hint(capsys, argv, words):
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ")
-    for w in words:
-        assert w in err, (w, err)
+    assert_words(err, words)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -206,8 +205,7 @@ def test_cli_argparse_errors_exit_2(capsys, argv, words):
         cli(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
-    for w in words:
-        assert w in err, (w, err)
+    assert_words(err, words)
 
 
 def test_cli_without_arguments_prints_usage(capsys):
@@ -230,8 +228,7 @@ def test_cli_without_arguments_prints_usage(capsys):
 def test_bad_backbone_arguments(kwargs, error, words):
     with pytest.raises(error) as e:
         vx.load_backbone(**kwargs)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
+    assert_words(e.value, words)
 
 
 SMALL = dict(img_size=32, patch_size=4, depth=1, num_heads=2, num_classes=5)
@@ -320,8 +317,7 @@ def test_hub_weights_offline_fail_fast_with_advice(monkeypatch):
 def test_bad_make_model_arguments(args, kwargs, words):
     with pytest.raises(vx.ConfigError) as e:
         vx.make_model(args[0], small_vit(depth=2), 3, **kwargs)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
+    assert_words(e.value, words)
 
 
 def test_make_model_refuses_a_non_vit():
@@ -345,8 +341,7 @@ def test_make_model_refuses_a_non_vit():
 def test_bad_train_config_fields(kw, words):
     with pytest.raises(vx.ConfigError) as e:
         vx.TrainConfig(**kw)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
+    assert_words(e.value, words)
 
 
 def test_train_refuses_bad_model_config_and_labels():
@@ -388,8 +383,7 @@ def test_train_refuses_bad_model_config_and_labels():
 def test_bad_task_arguments(kwargs, words):
     with pytest.raises(vx.ConfigError) as e:
         vx.load_task(**kwargs)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
+    assert_words(e.value, words)
 
 
 def test_task_accepts_a_prompted_model_as_backbone():
@@ -431,8 +425,7 @@ def test_prompt_file_with_bad_metadata(tmp_path, saved, change, words):
     path = _craft(tmp_path, state, {**meta, **change})
     with pytest.raises(vx.PromptFileError) as e:
         vx.PromptedViT.load_prompts(path, vit)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
+    assert_words(e.value, words)
 
 
 def test_prompt_file_without_format_tag_or_fields(tmp_path, saved):
