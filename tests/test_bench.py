@@ -35,13 +35,14 @@ def test_bench_train_quick(tmp_path):
     out = tmp_path / "train.json"
     assert bench.main(["train", "--quick", "--repeats", "1", "--threads", "1", "--p", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert [r["variant"] for r in data["train"]] == ["full", "vpt-deep", "linear", "linear-cached"]
+    assert [r["variant"] for r in data["train"]] == ["full", "vpt-deep", "vpt-deep-token", "linear", "linear-cached"]
     for r in data["train"]:
         assert _positive(r["step_ms"]) and _positive(r["peak_mem_mb"])
     assert data["train"][1]["p"] == 2
     target, cached = data["targets"]
     assert target["limit"] == 0.75 and isinstance(target["passed"], bool)
-    assert cached["limit"] == 10.0 and cached["value"] == data["train"][2]["step_ms"] / data["train"][3]["step_ms"]
+    assert cached["limit"] == 10.0 and cached["value"] == data["train"][3]["step_ms"] / data["train"][4]["step_ms"]
+    assert target["value"] == data["train"][1]["ratio"]
 
 
 def test_flops_and_gpu_table():

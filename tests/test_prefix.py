@@ -178,3 +178,81 @@ def test_multitask_refresh(vit):
         mt.refresh()
         out = mt(images, ["dogs", "birds"])
         assert _max_diff(out[0], tasks["dogs"](images[:1])[0]) < TOL
+
+
+# ----------------------------------------------------------------- training through the prefix path
+def _grads(model, images):
+    """Logits and the gradient of every trainable tensor of one (squared-logit) backward pass."""
+    params = [q for q in model.parameters() if q.requires_grad]
+    logits = model(images)
+    return logits.detach(), torch.autograd.grad(logits.square().sum(), params)
+
+
+@pytest.mark.parametrize("kw", [dict(length=5), dict(length=3, layers=(2, 3), pool="image"),
+                                dict(length=4, location="prepend-pixel"), dict(length=4, share="intra"),
+                                dict(length=3, learn_cls=True)])
+def test_training_prefix_path_matches_token_path(vit, images, kw):
+    """Same logits and the same gradients for prompts, head (and [CLS]) as the token path."""
+    model = _prompted(vit, **kw).train()
+    assert model.uses_prefix_path()
+    fast_logits, fast_grads = _grads(model, images)
+    model.train_path = "token"
+    assert not model.uses_prefix_path()
+    logits, grads = _grads(model, images)
+    assert _max_diff(fast_logits, logits) < TOL
+    assert len(grads) == len(fast_grads) >= 2
+    for g_fast, g in zip(fast_grads, grads):
+        assert g.abs().max() > 0
+        assert torch.allclose(g_fast, g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [dict(length=5, layers="shallow"), dict(length=5, layers=(0, 2)),
+                                dict(length=1, location="add"), dict(length=5, pool="prompt"),
+                                dict(length=2, location="concat-channel", layers="shallow"),
+                                dict(length=5, pool="global"), dict(length=0)])
+def test_training_uses_token_path_where_prefix_is_not_exact(vit, images, kw):
+    model = _prompted(vit, **kw).train()
+    assert not model.uses_prefix_path()
+    seen = []
+    hook = vit.blocks[-1].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    try:
+        model(images)
+    finally:
+        hook.remove()
+    n_tokens = 65 + (kw["length"] if kw.get("location", "prepend") == "prepend" else 0)
+    assert seen == [n_tokens]
+
+
+def test_eval_mode_and_hooked_blocks_keep_the_token_path(vit, images):
+    """The prefix path is a training detail: eval forwards, and blocks someone hooks (probes,
+    attributions), still see the prompt tokens in the sequence."""
+    model = _prompted(vit, length=5).eval()
+    assert not model.uses_prefix_path()
+    seen = []
+    hook = vit.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    try:
+        model(images)
+        model.train()(images)
+        assert not model.uses_prefix_path()
+    finally:
+        hook.remove()
+    assert seen == [1 + 5 + 64, 1 + 5 + 64]
+    assert model.uses_prefix_path()
+
+
+def test_training_prefix_path_draws_prompt_dropout_per_image(vit):
+    model = _prompted(vit, length=8, dropout=0.5).train()
+    assert model.uses_prefix_path()
+    same = torch.randn(1, 3, 32, 32).expand(4, -1, -1, -1)
+    torch.manual_seed(0)
+    out = model(same)
+    assert not torch.allclose(out[0], out[1])                       # different masks per image
+    assert torch.allclose(model.eval()(same)[0], model(same)[1])     # no dropout in eval
+
+
+def test_training_prefix_path_off_with_attention_dropout_in_a_training_backbone():
+    vit = small_vit(attn_drop_rate=0.1)
+    model = vx.make_model("vpt+bias", vit, 3, length=4).train()
+    assert model.vit.training and not model.uses_prefix_path()
+    frozen = vx.PromptedViT(vit, vx.PromptConfig(length=4), 3).train()
+    assert not frozen.vit.training and frozen.uses_prefix_path()    # eval backbone: no dropout

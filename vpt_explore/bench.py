@@ -7,6 +7,8 @@
 ``infer`` compares the frozen backbone (p=0) with token VPT-shallow, token VPT-deep and the exact
 VPT-prefix path (``vpt_explore.prefix``) for each prompt length p; ``train`` compares one training
 step (forward, backward, optimizer step) of VPT-deep, full fine-tuning and linear probing.
+VPT-deep trains as ``vx.train`` does, through the exact prefix path (``PromptedViT.forward_features``
+in training mode); ``vpt-deep-token`` is the same model forced through the token path.
 
 How things are measured:
 
@@ -338,8 +340,9 @@ def run_train(model: Optional[str] = None, img_size: Optional[int] = None, batch
     """Step time and peak memory of VPT-deep vs full fine-tuning vs linear at equal batch.
 
     Full fine-tuning trains every weight (AdamW); VPT-deep trains p prompts per block and the head
-    (SGD) over a backbone frozen with ``requires_grad_(False)``; linear trains the head (SGD) on
-    features computed under ``no_grad``. Arguments as in ``run_infer``; ``p`` is VPT-deep's length.
+    (SGD) over a backbone frozen with ``requires_grad_(False)``, through the prefix path
+    (``vpt-deep``) and the token path (``vpt-deep-token``); linear trains the head (SGD) on features
+    computed under ``no_grad``. Arguments as in ``run_infer``; ``p`` is VPT-deep's length.
 
     Returns:
         ``{"machine": {...}, "infer": [], "train": [row, ...], "targets": [...]}``; each row has
@@ -356,6 +359,9 @@ def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) 
 
     full = copy.deepcopy(vit).requires_grad_(True).train()
     vpt = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0).to(device).train()
+    vpt_token = copy.deepcopy(vpt)  # same prompts, trained through forward_tokens (the textbook path)
+    vpt_token.vit = vit
+    vpt_token.train_path = "token"
     linear = PromptedViT(vit, PromptConfig(length=0), NUM_CLASSES).to(device).train()
     feats = maybe(linear.forward_features)
 
@@ -368,14 +374,15 @@ def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) 
         cached = feats(images).detach()                                     # (B, D)
     cached_head = copy.deepcopy(linear.head)
 
-    specs = [  # variant, module holding its tensors, forward, optimizer class, FLOPs / forward FLOPs
-        ("full", full, maybe(full), torch.optim.AdamW, 3.0),
-        ("vpt-deep", vpt, maybe(vpt), torch.optim.SGD, 2.0),
-        ("linear", linear, linear_forward, torch.optim.SGD, 1.0),
-        ("linear-cached", cached_head, lambda x: cached_head(cached), torch.optim.SGD, 0.0),
+    specs = [  # variant, module holding its tensors, forward, optimizer, FLOPs / forward FLOPs, FLOPs kind
+        ("full", full, maybe(full), torch.optim.AdamW, 3.0, "backbone"),
+        ("vpt-deep", vpt, maybe(vpt), torch.optim.SGD, 2.0, "prefix-deep"),
+        ("vpt-deep-token", vpt_token, maybe(vpt_token), torch.optim.SGD, 2.0, "vpt-deep"),
+        ("linear", linear, linear_forward, torch.optim.SGD, 1.0, "backbone"),
+        ("linear-cached", cached_head, lambda x: cached_head(cached), torch.optim.SGD, 0.0, "backbone"),
     ]
     steps, opts = [], []
-    for var, module, fwd, opt_cls, _ in specs:
+    for var, module, fwd, opt_cls, _, _ in specs:
         params = [q for q in module.parameters() if q.requires_grad]
         opt = opt_cls(params, lr=1e-4, momentum=0.9) if opt_cls is torch.optim.SGD else opt_cls(params, lr=1e-4)
         opts.append(opt)
@@ -386,16 +393,17 @@ def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) 
     times = interleaved_times_ms(steps, repeats, device, warmup=0 if device == "cpu" else 2)
     info = machine_info(device)
     rows = []
-    for (var, module, _, _, factor), mem, (ms, ratio) in zip(specs, mems, _summarise(times)):
+    for (var, module, _, _, factor, kind), mem, (ms, ratio) in zip(specs, mems, _summarise(times)):
         ips = images.shape[0] / (ms / 1e3)
-        flops = factor * forward_flops(vit, p if var == "vpt-deep" else 0,
-                                       "vpt-deep" if var == "vpt-deep" else "backbone")
-        rows.append({"variant": var, "p": p if var == "vpt-deep" else 0, "step_ms": ms, "peak_mem_mb": mem,
+        p_row = p if var.startswith("vpt") else 0
+        flops = factor * forward_flops(vit, p_row, kind)
+        rows.append({"variant": var, "p": p_row, "step_ms": ms, "peak_mem_mb": mem,
                      "ratio": ratio, "images_per_s": ips, "mfu": _mfu(flops, ips, info)})
     for row in rows:
         row["mem_ratio"] = row["peak_mem_mb"] / rows[0]["peak_mem_mb"]
-    ratio = rows[1]["ratio"]
-    speedup = rows[2]["step_ms"] / rows[3]["step_ms"]
+    by = {r["variant"]: r for r in rows}
+    ratio = by["vpt-deep"]["ratio"]
+    speedup = by["linear"]["step_ms"] / by["linear-cached"]["step_ms"]
     targets = [{"name": f"vpt-deep p={p} step time vs full fine-tuning", "value": ratio,
                 "limit": TARGET_TRAIN, "passed": ratio <= TARGET_TRAIN},
                {"name": "linear probe epoch on cached features vs re-running the backbone (speed-up)",

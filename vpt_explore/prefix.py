@@ -18,10 +18,15 @@ e.g. ``(3, 4, 5)`` in a 6-block ViT), the prompts must be tokens (``location`` `
 ``"prepend-pixel"``) and the head must not read prompt outputs (``pool`` ``"cls"`` or ``"image"``).
 Everything else raises ``ConfigError``. ``PrefixViT`` is inference only: it refuses a model in
 training mode (prompt dropout and the backbone's dropout would make the two paths differ).
+
+Training uses the same math without the cache: in training mode ``PromptedViT.forward_features``
+recomputes K_i, V_i from the live prompts each step (with gradients, one dropout draw per image)
+and runs ``prefix_forward`` wherever this is exact, so a VPT-deep step skips the prompt tokens'
+queries, attention outputs and MLPs too (``PromptedViT.uses_prefix_path``).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +34,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "prefix_block"]
+__all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "prefix_block",
+           "prefix_forward"]
 
 
 # ----------------------------------------------------------------- exactness checks
@@ -100,16 +106,17 @@ def prompt_kv(blk: nn.Module, prompts: torch.Tensor) -> Tuple[torch.Tensor, torc
 
     Args:
         blk: a timm ``Block``.
-        prompts: the (p, D) tokens fed at this block (``model.layer_prompts(i)``).
+        prompts: the (p, D) tokens fed at this block (``model.layer_prompts(i)``), or a batch of
+            them (S, p, D), e.g. one dropout draw per image while training.
 
     Returns:
-        (K, V), each (H, p, hd).
+        (K, V), each (H, p, hd), or (S, H, p, hd) for batched prompts.
     """
     attn = blk.attn
-    p = prompts.shape[0]
-    qkv = attn.qkv(blk.norm1(prompts))                               # (p, 3*H*hd)
-    qkv = qkv.reshape(p, 3, attn.num_heads, attn.head_dim)           # (p, 3, H, hd)
-    _, k, v = qkv.permute(1, 2, 0, 3).unbind(0)                      # each (H, p, hd)
+    qkv = attn.qkv(blk.norm1(prompts))                               # (..., p, 3*H*hd)
+    qkv = qkv.unflatten(-1, (3, attn.num_heads, attn.head_dim))      # (..., p, 3, H, hd)
+    k = qkv.select(-3, 1).transpose(-3, -2)                          # (..., H, p, hd)
+    v = qkv.select(-3, 2).transpose(-3, -2)                          # (..., H, p, hd)
     return attn.k_norm(k), v
 
 
@@ -159,6 +166,16 @@ def prefix_block(blk: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
     return x
 
 
+def prefix_forward(model: nn.Module, x: torch.Tensor,
+                   kv_of: Callable[[int], Optional[Tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
+    """Run the backbone's blocks on image tokens x (B, N, D): block i gets the prompt rows kv_of(i)
+    (K, V each (1 or B, H, p, hd)) or, for None, runs as a plain block. Returns norm(x): (B, N, D)."""
+    for i, blk in enumerate(model.vit.blocks):
+        kv = kv_of(i)
+        x = blk(x) if kv is None else prefix_block(blk, x, *kv)
+    return model.vit.norm(x)
+
+
 # ----------------------------------------------------------------- the module
 class PrefixViT(nn.Module):
     """Inference-only VPT-deep with prompts turned into cached key/value rows (exact).
@@ -202,13 +219,11 @@ class PrefixViT(nn.Module):
         _check_eval(self.model)
         self.model.check_images(images)
         x = self.model.embed(images)                                 # (B, R+m, D), eq. (1)
-        for i, blk in enumerate(self.model.vit.blocks):
+
+        def cached(i):                                               # K, V (1, H, p, hd) or None
             j = self._row.get(i)
-            if j is None:
-                x = blk(x)                                           # no prompts yet: plain block
-            else:
-                x = prefix_block(blk, x, self.kv[j, 0:1, :], self.kv[j, 1:2, :])  # k, v (1, H, p, hd)
-        return self.model.vit.norm(x)
+            return None if j is None else (self.kv[j, 0:1], self.kv[j, 1:2])
+        return prefix_forward(self.model, x, cached)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features before the head (B, D): [CLS] or mean of the patch tokens (Fig. 8)."""

@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import PromptConfig
 from .errors import ConfigError, DataError
+from .prefix import check_prefix_exact, prefix_forward, prompt_kv
 
 _PROMPT_PARAMS = ("prompts", "pixel_prompts", "channel_prompts", "channel_weight")
 
@@ -72,6 +73,8 @@ class PromptedViT(nn.Module):
         self.num_patches = vit.patch_embed.num_patches
         self.prompt_blocks = cfg.block_indices(self.depth) if cfg.length > 0 else ()
         self.prompt_slot = "before"  # "after": prompts after the patches (same logits, Sec. 3.2)
+        self.train_path = "auto"     # "token": always train through forward_tokens (see forward_features)
+        self._prefix_exact: Optional[bool] = None
         self._check_config_against_backbone(cfg)
         if freeze:
             vit.requires_grad_(False)
@@ -298,9 +301,51 @@ class PromptedViT(nn.Module):
         return x.mean(dim=1)  # global: [CLS], registers, prompts and patches
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the head: (B, D)."""
+        """Pooled features before the head: (B, D).
+
+        In training mode a VPT-deep setup whose prompts only ever act as keys/values (see
+        ``uses_prefix_path``) runs the prefix path: the same logits and gradients as the token
+        path up to float rounding, but the p prompt tokens skip the query, attention output and
+        MLP of every block. Set ``model.train_path = "token"`` to always use ``forward_tokens``.
+        """
+        if self.uses_prefix_path():
+            self.check_images(images)
+            B = images.shape[0]
+            x = prefix_forward(self, self.embed(images), lambda i: self._live_prompt_kv(i, B))
+            return self.vit.fc_norm(self.pool(x, 0))                # x was (B, R+m, D)
         x, n_p = self.forward_tokens(images)
         return self.vit.fc_norm(self.pool(x, n_p))
+
+    def uses_prefix_path(self) -> bool:
+        """True when a training forward goes through the exact prefix path (``vx.prefix``).
+
+        That is: training mode, ``train_path == "auto"``, prompts that pass
+        ``check_prefix_exact`` (deep or a run of blocks to the last, token prompts, pool "cls" or
+        "image"), no attention dropout in a backbone that is itself training, and no hooks on the
+        blocks (the prefix path does not call ``Block.forward``, so hooks would never fire).
+        """
+        if self.train_path != "auto" or not self.training or not self.prompt_blocks:
+            return False
+        if self._prefix_exact is None:  # depends only on cfg and the block types: check once
+            try:
+                check_prefix_exact(self)
+                self._prefix_exact = True
+            except ConfigError:
+                self._prefix_exact = False
+        if not self._prefix_exact:
+            return False
+        if self.vit.training and any(blk.attn.attn_drop.p > 0 for blk in self.vit.blocks):
+            return False  # the prefix attention has no attention dropout
+        return not any(blk._forward_hooks or blk._forward_pre_hooks for blk in self.vit.blocks)
+
+    def _live_prompt_kv(self, i: int, B: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Block i's prompt keys/values with gradients: each (1, H, p, hd), or (B, ...) with dropout."""
+        if i not in self.prompt_blocks:
+            return None
+        P = self.layer_prompts(i)                                           # (p, D)
+        if self.prompt_dropout.p > 0:  # one draw per image, as _insert does
+            P = self.prompt_dropout(P.expand(B, -1, -1))                   # (B, p, D)
+        return prompt_kv(self.vit.blocks[i], P.unsqueeze(0) if P.ndim == 2 else P)
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         """Eq. (3): y = Head(x_N) on pooled features (B, D) -> (B, num_classes)."""
