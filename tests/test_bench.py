@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from vpt_explore import bench
 from vpt_explore.errors import ConfigError
@@ -51,6 +52,12 @@ def test_flops_and_gpu_table():
     prefix = bench.forward_flops(vit, 8, "prefix-deep")
     deep = bench.forward_flops(vit, 8, "vpt-deep")
     assert base < prefix < deep == bench.forward_flops(vit, 8, "vpt-shallow")
+    # training's [CLS]-only last block: the other n-1 tokens skip proj, MLP and their attention rows
+    last, n = vit.blocks[-1], 1 + vit.patch_embed.num_patches
+    rest = sum(m.weight.numel() for m in last.modules() if isinstance(m, torch.nn.Linear)) \
+        - last.attn.qkv.weight.numel()
+    saved = (n - 1) * (2.0 * rest + 4.0 * (n + 8) * last.attn.num_heads * last.attn.head_dim)
+    assert bench.forward_flops(vit, 8, "prefix-deep-cls") == pytest.approx(prefix - saved)
     assert bench.gpu_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert bench.gpu_peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert bench.gpu_peak_tflops("NVIDIA A100-SXM4-40GB") == 312.0

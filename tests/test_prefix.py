@@ -206,6 +206,27 @@ def test_training_prefix_path_matches_token_path(vit, images, kw):
         assert torch.allclose(g_fast, g, rtol=1e-4, atol=1e-6)
 
 
+def test_training_prefix_path_with_register_tokens(images):
+    """[CLS] stays token 0 with registers, so the last block's [CLS]-only query is still exact."""
+    model = _prompted(small_vit(reg_tokens=2), length=4).train()
+    assert model.uses_prefix_path()
+    fast_logits, fast_grads = _grads(model, images)
+    model.train_path = "token"
+    logits, grads = _grads(model, images)
+    assert _max_diff(fast_logits, logits) < TOL
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(fast_grads, grads))
+
+
+def test_prefix_block_with_fewer_queries_is_the_first_rows(vit):
+    """Asking with the first n tokens only gives exactly those rows of the all-token output."""
+    from vpt_explore.prefix import prefix_block, prompt_kv
+    blk, x = vit.blocks[1], torch.randn(2, 65, 64)
+    k, v = prompt_kv(blk, torch.randn(1, 3, 64))                      # (1, H, 3, hd)
+    with torch.no_grad():
+        full, first = prefix_block(blk, x, k, v), prefix_block(blk, x, k, v, queries=1)
+    assert first.shape == (2, 1, 64) and _max_diff(first, full[:, :1]) < TOL
+
+
 @pytest.mark.parametrize("kw", [dict(length=5, layers="shallow"), dict(length=5, layers=(0, 2)),
                                 dict(length=1, location="add"), dict(length=5, pool="prompt"),
                                 dict(length=2, location="concat-channel", layers="shallow"),

@@ -104,11 +104,15 @@ def forward_flops(vit: nn.Module, p: int = 0, variant: str = "backbone") -> floa
     proj = vit.patch_embed.proj
     total = 2.0 * proj.weight.numel() * vit.patch_embed.num_patches
     tokens = p if variant in ("vpt-shallow", "vpt-deep") else 0   # prompts as tokens in every block
-    keys = p if variant == "prefix-deep" else 0                      # prompts as cached K/V rows only
-    for blk in vit.blocks:
+    keys = p if variant.startswith("prefix-deep") else 0             # prompts as cached K/V rows only
+    for i, blk in enumerate(vit.blocks):
         width = blk.attn.num_heads * blk.attn.head_dim
         linear = sum(m.weight.numel() for m in blk.modules() if isinstance(m, nn.Linear))
         n_q, n_k = n + tokens, n + tokens + keys
+        if variant == "prefix-deep-cls" and i == len(vit.blocks) - 1:  # last block: [CLS] asks alone
+            qkv = blk.attn.qkv.weight.numel()
+            total += 2.0 * qkv * n_q + 2.0 * (linear - qkv) + 4.0 * n_k * width
+            continue
         total += 2.0 * linear * n_q + 4.0 * n_q * n_k * width
     return total
 
@@ -376,7 +380,7 @@ def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) 
 
     specs = [  # variant, module holding its tensors, forward, optimizer, FLOPs / forward FLOPs, FLOPs kind
         ("full", full, maybe(full), torch.optim.AdamW, 3.0, "backbone"),
-        ("vpt-deep", vpt, maybe(vpt), torch.optim.SGD, 2.0, "prefix-deep"),
+        ("vpt-deep", vpt, maybe(vpt), torch.optim.SGD, 2.0, "prefix-deep-cls"),
         ("vpt-deep-token", vpt_token, maybe(vpt_token), torch.optim.SGD, 2.0, "vpt-deep"),
         ("linear", linear, linear_forward, torch.optim.SGD, 1.0, "backbone"),
         ("linear-cached", cached_head, lambda x: cached_head(cached), torch.optim.SGD, 0.0, "backbone"),

@@ -133,46 +133,60 @@ def prompt_kv_table(model: nn.Module) -> torch.Tensor:
 
 
 def prefix_attention(attn: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
-                     v_p: torch.Tensor) -> torch.Tensor:
+                     v_p: torch.Tensor, queries: Optional[int] = None) -> torch.Tensor:
     """timm ``Attention`` for the image tokens, with p cached key/value rows in front.
 
     Args:
         attn: a timm ``Attention``.
         x: normalised image tokens (B, N, D), N = R + m.
         k_p, v_p: cached prompt keys/values, (1 or B, H, p, hd).
+        queries: only the first ``queries`` tokens ask (e.g. 1: just [CLS]); None: all N.
 
     Returns:
-        (B, N, D): the attention output of the N image tokens only.
+        (B, n, D): the attention output of the first n = ``queries`` (or N) image tokens.
     """
     B, N, _ = x.shape
+    n = N if queries is None else queries
     qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim)   # (B, N, 3, H, hd)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                      # each (B, H, N, hd)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = attn.q_norm(q[:, :, :n]), attn.k_norm(k)                     # q (B, H, n, hd)
     k = torch.cat([k_p.to(k.dtype).expand(B, -1, -1, -1), k], dim=2)    # (B, H, p+N, hd)
     v = torch.cat([v_p.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)    # (B, H, p+N, hd)
-    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)     # (B, H, N, hd)
-    out = out.transpose(1, 2).reshape(B, N, attn.attn_dim)              # (B, N, H*hd)
+    out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)     # (B, H, n, hd)
+    out = out.transpose(1, 2).reshape(B, n, attn.attn_dim)              # (B, n, H*hd)
     out = attn.norm(out)                                                # scale_norm (or identity)
     if attn.gate is not None:                                           # gated attention
-        out = out * attn.gate(x).sigmoid()
+        out = out * attn.gate(x[:, :n]).sigmoid()
     return attn.proj_drop(attn.proj(out))
 
 
 def prefix_block(blk: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
-                 v_p: torch.Tensor) -> torch.Tensor:
-    """One timm ``Block`` on the image tokens (B, N, D) with cached prompt K/V; returns (B, N, D)."""
-    x = x + blk.drop_path1(blk.ls1(prefix_attention(blk.attn, blk.norm1(x), k_p, v_p)))
+                 v_p: torch.Tensor, queries: Optional[int] = None) -> torch.Tensor:
+    """One timm ``Block`` on the image tokens (B, N, D) with cached prompt K/V; returns (B, N, D),
+    or only the first ``queries`` tokens' outputs (B, queries, D): the others still give keys/values."""
+    h = blk.norm1(x)                                                    # (B, N, D)
+    x = x if queries is None else x[:, :queries]                        # (B, n, D) rows we output
+    x = x + blk.drop_path1(blk.ls1(prefix_attention(blk.attn, h, k_p, v_p, queries)))
     x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
     return x
 
 
 def prefix_forward(model: nn.Module, x: torch.Tensor,
-                   kv_of: Callable[[int], Optional[Tuple[torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
+                   kv_of: Callable[[int], Optional[Tuple[torch.Tensor, torch.Tensor]]],
+                   cls_only: bool = False) -> torch.Tensor:
     """Run the backbone's blocks on image tokens x (B, N, D): block i gets the prompt rows kv_of(i)
-    (K, V each (1 or B, H, p, hd)) or, for None, runs as a plain block. Returns norm(x): (B, N, D)."""
+    (K, V each (1 or B, H, p, hd)) or, for None, runs as a plain block. Returns norm(x): (B, N, D).
+
+    ``cls_only``: the head reads only [CLS] (pool "cls"), so the last block computes the query,
+    attention output and MLP of [CLS] alone (all tokens still offer keys/values): (B, 1, D).
+    """
+    last = len(model.vit.blocks) - 1
     for i, blk in enumerate(model.vit.blocks):
         kv = kv_of(i)
-        x = blk(x) if kv is None else prefix_block(blk, x, *kv)
+        if kv is None:
+            x = blk(x)                                               # no prompts yet: plain block
+        else:
+            x = prefix_block(blk, x, *kv, queries=1 if cls_only and i == last else None)
     return model.vit.norm(x)
 
 

@@ -306,13 +306,16 @@ class PromptedViT(nn.Module):
         In training mode a VPT-deep setup whose prompts only ever act as keys/values (see
         ``uses_prefix_path``) runs the prefix path: the same logits and gradients as the token
         path up to float rounding, but the p prompt tokens skip the query, attention output and
-        MLP of every block. Set ``model.train_path = "token"`` to always use ``forward_tokens``.
+        MLP of every block, and with pool "cls" the last block computes only the [CLS] token's
+        output (the only one the head reads). Set ``model.train_path = "token"`` to always use
+        ``forward_tokens``.
         """
         if self.uses_prefix_path():
             self.check_images(images)
             B = images.shape[0]
-            x = prefix_forward(self, self.embed(images), lambda i: self._live_prompt_kv(i, B))
-            return self.vit.fc_norm(self.pool(x, 0))                # x was (B, R+m, D)
+            x = prefix_forward(self, self.embed(images), lambda i: self._live_prompt_kv(i, B),
+                               cls_only=self.cfg.pool == "cls")     # (B, R+m, D) or (B, 1, D)
+            return self.vit.fc_norm(self.pool(x, 0))
         x, n_p = self.forward_tokens(images)
         return self.vit.fc_norm(self.pool(x, n_p))
 
