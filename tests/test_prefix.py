@@ -259,6 +259,11 @@ def test_eval_mode_and_hooked_blocks_keep_the_token_path(vit, images):
         hook.remove()
     assert seen == [1 + 5 + 64, 1 + 5 + 64]
     assert model.uses_prefix_path()
+    hook = vit.blocks[2].attn.attn_drop.register_forward_hook(lambda *a: None)  # as record_attention
+    try:
+        assert not model.uses_prefix_path()
+    finally:
+        hook.remove()
 
 
 def test_training_prefix_path_draws_prompt_dropout_per_image(vit):

@@ -324,8 +324,9 @@ class PromptedViT(nn.Module):
 
         That is: training mode, ``train_path == "auto"``, prompts that pass
         ``check_prefix_exact`` (deep or a run of blocks to the last, token prompts, pool "cls" or
-        "image"), no attention dropout in a backbone that is itself training, and no hooks on the
-        blocks (the prefix path does not call ``Block.forward``, so hooks would never fire).
+        "image"), no attention dropout in a backbone that is itself training, and no forward hooks
+        anywhere in the blocks (the prefix path skips ``Block.forward`` and ``Attention.forward``
+        and feeds the prompt rows separately, so such hooks would not see what they expect).
         """
         if self.train_path != "auto" or not self.training or not self.prompt_blocks:
             return False
@@ -339,7 +340,7 @@ class PromptedViT(nn.Module):
             return False
         if self.vit.training and any(blk.attn.attn_drop.p > 0 for blk in self.vit.blocks):
             return False  # the prefix attention has no attention dropout
-        return not any(blk._forward_hooks or blk._forward_pre_hooks for blk in self.vit.blocks)
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.vit.blocks.modules())
 
     def _live_prompt_kv(self, i: int, B: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Block i's prompt keys/values with gradients: each (1, H, p, hd), or (B, ...) with dropout."""
