@@ -363,8 +363,8 @@ def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) 
 
     full = copy.deepcopy(vit).requires_grad_(True).train()
     vpt = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0).to(device).train()
-    vpt_token = copy.deepcopy(vpt)  # same prompts, trained through forward_tokens (the textbook path)
-    vpt_token.vit = vit
+    # same prompts and head on the same (shared, not copied) backbone, trained through forward_tokens
+    vpt_token = copy.deepcopy(vpt, memo={id(vit): vit})
     vpt_token.train_path = "token"
     linear = PromptedViT(vit, PromptConfig(length=0), NUM_CLASSES).to(device).train()
     feats = maybe(linear.forward_features)
