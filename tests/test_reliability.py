@@ -23,8 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import vpt_explore as vx
-from conftest import assert_words, small_vit, toy_data
-from vpt_explore import files
+from tests.conftest import assert_words, small_vit, toy_data
+from vpt_explore.model import prompt_file as files
 from vpt_explore.__main__ import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_other_seed_gives_other_run():
 FAULT_SCRIPT = r'''
 import sys, timm, torch
 import vpt_explore as vx
-from vpt_explore import files
+from vpt_explore.model import prompt_file as files
 
 def build(version):
     torch.manual_seed(0)

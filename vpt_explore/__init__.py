@@ -4,32 +4,72 @@
     vit = vx.load_backbone("tiny")
     model = vx.PromptedViT(vit, vx.PromptConfig(length=10, layers="deep"), num_classes=10)
 
+The package is layered like the flow above; imports only point down this list:
+``errors, config -> data -> backbones -> model -> methods -> analysis -> training -> apps``.
 Heavier parts (training, tasks, plots, widgets, benchmarks) are imported on first use.
 """
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .backbones import list_backbones, load_backbone
+from .backbones.load import list_backbones, load_backbone
 from .config import PromptConfig, TrainConfig
 from .errors import (ConfigError, DataError, MissingFileError, MissingPackageError, PromptFileError,
                      TrainingError, VPTError)
-from .prompts import PromptedViT
+from .model.prompted import PromptedViT
+
+if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is imported at run time
+    from . import config, errors
+    from .analysis import attributions, probes, viz
+    from .apps import bench, demo, show, widgets
+    from .backbones import dinov2_onnx, load as backbones
+    from .data import formats, registry as tasks, sources
+    from .data.dataset import TaskInfo
+    from .data.formats import load_fgvc_json, load_vtab_folder
+    from .data.registry import list_tasks, load_task, register_vtab_folder
+    from .methods import factory as baselines
+    from .methods.cost import storage_table, total_params_multiplier
+    from .methods.factory import METHODS, make_model
+    from .methods.load import load_model
+    from .methods.modules import PromptEnsemble
+    from .methods.registry import MethodSpec, parse_method, register_method
+    from .model import multitask, prefix, prompt_file as files, prompted as prompts, vit_math
+    from .model.multitask import MultiTaskVPT
+    from .model.prefix import PrefixViT
+    from .training import experiments, loop as training
+    from .training.experiments import Results, sweep, welch, wilcoxon
+    from .training.loop import History, evaluate, train
 
 __version__ = "0.1.0"
 
-# name -> module; resolved lazily so `import vpt_explore` stays light and side-effect free
+# name -> (module, attribute); attribute None: the module itself. Resolved lazily so `import
+# vpt_explore` stays light and side-effect free. Old flat module names (vx.tasks, vx.files, ...)
+# still resolve, to the module that now holds their content.
 _LAZY = {
-    "make_model": "baselines", "METHODS": "baselines", "PromptEnsemble": "baselines",
-    "total_params_multiplier": "baselines", "storage_table": "baselines",
-    "train": "training", "evaluate": "training", "History": "training", "training": None, "load_model": "files",
-    "sweep": "experiments", "wilcoxon": "experiments", "welch": "experiments", "Results": "experiments",
-    "list_tasks": "tasks", "load_task": "tasks", "register_vtab_folder": "tasks",
-    "load_vtab_folder": "tasks", "load_fgvc_json": "tasks", "TaskInfo": "tasks",
-    "PrefixViT": "prefix", "MultiTaskVPT": "multitask",
-    "probes": None, "viz": None, "widgets": None, "bench": None, "vit_math": None, "prefix": None,
-    "multitask": None, "attributions": None, "tasks": None, "baselines": None, "show": None,
-    "experiments": None, "files": None, "backbones": None, "prompts": None, "config": None,
+    "make_model": ("methods.factory", "make_model"), "METHODS": ("methods.factory", "METHODS"),
+    "PromptEnsemble": ("methods.modules", "PromptEnsemble"),
+    "total_params_multiplier": ("methods.cost", "total_params_multiplier"),
+    "storage_table": ("methods.cost", "storage_table"),
+    "MethodSpec": ("methods.registry", "MethodSpec"), "parse_method": ("methods.registry", "parse_method"),
+    "register_method": ("methods.registry", "register_method"),
+    "train": ("training.loop", "train"), "evaluate": ("training.batches", "evaluate"),
+    "History": ("training.loop", "History"), "load_model": ("methods.load", "load_model"),
+    "sweep": ("training.experiments", "sweep"), "wilcoxon": ("training.experiments", "wilcoxon"),
+    "welch": ("training.experiments", "welch"), "Results": ("training.experiments", "Results"),
+    "list_tasks": ("data.registry", "list_tasks"), "load_task": ("data.registry", "load_task"),
+    "register_vtab_folder": ("data.registry", "register_vtab_folder"),
+    "load_vtab_folder": ("data.formats", "load_vtab_folder"), "load_fgvc_json": ("data.formats", "load_fgvc_json"),
+    "TaskInfo": ("data.dataset", "TaskInfo"),
+    "PrefixViT": ("model.prefix", "PrefixViT"), "MultiTaskVPT": ("model.multitask", "MultiTaskVPT"),
+    # modules, under their old flat names too
+    "training": ("training", None), "probes": ("analysis.probes", None), "viz": ("analysis.viz", None),
+    "widgets": ("apps.widgets", None), "bench": ("apps.bench", None), "vit_math": ("model.vit_math", None),
+    "prefix": ("model.prefix", None), "multitask": ("model.multitask", None),
+    "attributions": ("analysis.attributions", None), "tasks": ("data.registry", None),
+    "baselines": ("methods", None), "show": ("apps.show", None), "experiments": ("training.experiments", None),
+    "files": ("model.prompt_file", None), "backbones": ("backbones", None), "prompts": ("model.prompted", None),
+    "config": ("config", None),
 }
 
 __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_backbones",
@@ -40,8 +80,9 @@ __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'vpt_explore' has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
-    value = module if _LAZY[name] is None else getattr(module, name)
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attr is None else getattr(module, attr)
     globals()[name] = value
     return value
 

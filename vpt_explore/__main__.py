@@ -16,7 +16,7 @@ commands:
 
 
 def _backbones(argv) -> int:
-    from .backbones import list_backbones
+    from .backbones.load import list_backbones
     print(f"{'name':<36}{'res':>5}{'patch':>6}{'d':>5}{'depth':>6}  offline  note")
     for b in list_backbones():
         print(f"{b.name:<36}{b.resolution:>5}{b.patch:>6}{b.dim:>5}{b.depth:>6}  {'yes' if b.offline else 'no':<7}  {b.note}")
@@ -24,7 +24,7 @@ def _backbones(argv) -> int:
 
 
 def _tasks(argv) -> int:
-    from .tasks import format_tasks_table
+    from .data.registry import format_tasks_table
     print(format_tasks_table())
     return 0
 
@@ -42,11 +42,11 @@ def main(argv=None) -> int:
         return 2
     try:
         if cmd == "demo":
-            from .demo import main as run
+            from .apps.demo import main as run
         elif cmd == "bench":
-            from .bench import main as run
+            from .apps.bench import main as run
         elif cmd == "pretrain-tiny":
-            from .pretrain_tiny import main as run
+            from .backbones.pretrain_tiny import main as run
         else:
             run = commands[cmd]
         return run(rest) or 0

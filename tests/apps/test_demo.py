@@ -1,0 +1,22 @@
+"""The demo command: --seed reaches every model, with or without prompts."""
+import pytest
+
+from vpt_explore.apps import demo
+from vpt_explore.methods import factory
+
+
+class _Built(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method, has_length", [("linear", False), ("full", False), ("vpt-deep", True)])
+def test_seed_reaches_every_method(monkeypatch, method, has_length):
+    seen = {}
+
+    def fake_make_model(m, vit, num_classes, **kw):
+        seen.update(kw)
+        raise _Built
+    monkeypatch.setattr(factory, "make_model", fake_make_model)
+    with pytest.raises(_Built):
+        demo.run(methods=(method,), tasks=("digits",), n_train=20, n_test=20, seed=7)
+    assert seen.get("seed") == 7 and ("length" in seen) == has_length

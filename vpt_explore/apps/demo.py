@@ -1,0 +1,167 @@
+"""``python -m vpt_explore demo``: the paper's Table 1 comparison, small enough for a laptop CPU.
+
+Trains linear, mlp-3, bias, adapter, VPT-shallow, VPT-deep and full fine-tuning on one natural,
+one specialized and one structured task of the offline suite with the shipped tiny backbone
+(or ``--backbone dinov2-s14-offline``), then prints a table (accuracy, trainable parameters,
+seconds) and saves a figure. Nothing touches the network.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+DEFAULT_METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
+DEFAULT_TASKS = ("mnist", "textures", "dist")
+
+
+def set_threads() -> int:
+    """Use every core for intra-op work, one thread for inter-op (best for small CPU batches)."""
+    n = os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", epochs: int = 5,
+        n_train: int = 300, n_test: int = 500, batch_size: int = 32, seed: int = 0,
+        length: int = 10, out: str = "demo_out", progress: bool = False) -> List[Dict]:
+    """Train every method on every task; return one result dict per (task, method)."""
+    from ..backbones.load import load_backbone
+    from ..config import TrainConfig
+    from ..data.registry import load_task
+    from ..methods.factory import make_model
+    from ..methods.registry import parse_method
+    from ..training.batches import evaluate
+    from ..training.loop import train
+
+    vit = load_backbone(backbone)
+    results = []
+    for task in tasks:
+        train_set = load_task(task, "train", vit, n=n_train, seed=seed)
+        val_set = load_task(task, "val", vit, n=max(50, n_train // 4), seed=seed)
+        test_set = load_task(task, "test", vit, n=n_test, seed=seed)
+        for method in methods:
+            torch.manual_seed(seed)
+            prompt_kw = {"length": length} if parse_method(method)[0].has_prompts else {}
+            model = make_model(method, vit, train_set.num_classes, seed=seed, **prompt_kw)  # --seed reaches every method
+            cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)), base_lr=None,
+                                 weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
+                                 warmup_epochs=1, progress=progress)
+            t0 = time.time()
+            hist = train(model, train_set, val_set, cfg)
+            fast = _fastest_eval_model(model)
+            test = evaluate(fast, test_set)
+            rep = model.parameter_report()
+            results.append({"task": task, "group": train_set.info.group, "method": method,
+                            "accuracy": test["acc"], "val_acc": hist.best_val_acc,
+                            "trainable": rep["trainable"], "percent": rep["percent"],
+                            "seconds": time.time() - t0, "cached": hist.cached_features,
+                            "status": hist.status})
+            print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
+                  f"{time.time() - t0:5.1f}s", flush=True)
+    return results
+
+
+def _fastest_eval_model(model):
+    """The exact prefix path for VPT-deep evaluation when it applies, else the model itself."""
+    if getattr(model, "method", "") == "vpt-deep" and hasattr(model, "as_prefix"):
+        try:
+            return model.eval().as_prefix()
+        except ValueError:
+            pass
+    return model
+
+
+def format_table(results: List[Dict], tasks, methods) -> str:
+    """Methods as rows, tasks as columns (test accuracy %), plus trainable params and time."""
+    by = {(r["task"], r["method"]): r for r in results}
+    head = f"{'method':<12}" + "".join(f"{t:>12}" for t in tasks) + f"{'mean':>8}{'trainable':>12}{'% of bb':>9}{'sec':>7}"
+    lines = [head, "-" * len(head)]
+    for m in methods:
+        rows = [by[(t, m)] for t in tasks if (t, m) in by]
+        if not rows:
+            continue
+        accs = "".join(f"{100 * by[(t, m)]['accuracy']:>12.1f}" if (t, m) in by else f"{'-':>12}" for t in tasks)
+        mean = 100 * sum(r["accuracy"] for r in rows) / len(rows)
+        lines.append(f"{m:<12}{accs}{mean:>8.1f}{rows[0]['trainable']:>12,}{rows[0]['percent']:>8.2f}%"
+                     f"{sum(r['seconds'] for r in rows):>7.0f}")
+    return "\n".join(lines)
+
+
+def save_figure(results: List[Dict], tasks, methods, path: Path) -> Path:
+    """Grouped bars (accuracy per task and method) and accuracy vs trainable parameters."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    by = {(r["task"], r["method"]): r for r in results}
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(tasks))]
+        ax.bar(xs, [100 * by[(t, m)]["accuracy"] if (t, m) in by else 0 for t in tasks], width, label=m)
+    ax.set_xticks(range(len(tasks)), [f"{t}\n({by[(t, methods[0])]['group']})" if (t, methods[0]) in by else t
+                                      for t in tasks])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Transfer methods on the offline suite (cf. paper Table 1)")
+    ax.legend(ncols=len(methods), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    for m in methods:
+        rows = [by[(t, m)] for t in tasks if (t, m) in by]
+        if rows:
+            ax2.scatter(rows[0]["trainable"], 100 * sum(r["accuracy"] for r in rows) / len(rows), s=40)
+            ax2.annotate(m, (rows[0]["trainable"], 100 * sum(r["accuracy"] for r in rows) / len(rows)),
+                         fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("trainable parameters per task (log)")
+    ax2.set_ylabel("mean test accuracy (%)")
+    ax2.set_title("Accuracy vs parameters tuned")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vpt_explore demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="tiny", help="tiny (default) | dinov2-s14-offline | a timm name")
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--n-train", type=int, default=300, help="training images per task (VTAB-1k: 800)")
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--length", type=int, default=10, help="prompt length p")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="demo_out")
+    ap.add_argument("--progress", action="store_true", help="show a progress bar per run")
+    a = ap.parse_args(argv)
+    from ..methods.registry import parse_method
+    from ..config import PromptConfig, TrainConfig
+    from ..errors import ConfigError
+    from ..data.registry import list_tasks
+    for m in a.methods:
+        parse_method(m)  # clear error for an unknown method before anything runs
+    TrainConfig(epochs=a.epochs, seed=a.seed)  # --epochs, --seed: same checks, before any loading
+    PromptConfig(length=a.length)
+    for flag, value in (("--n-train", a.n_train), ("--n-test", a.n_test)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value} must be an integer >= 1")
+    known = {t.name for t in list_tasks()}
+    for t in a.tasks:
+        if t not in known:
+            from ..errors import bad_choice
+            raise bad_choice("--tasks", t, sorted(known))
+    threads = set_threads()
+    print(f"vpt_explore demo: backbone={a.backbone}, {threads} CPU threads, offline, "
+          f"{a.n_train} train images/task, {a.epochs} epochs, p={a.length}")
+    t0 = time.time()
+    results = run(a.methods, a.tasks, a.backbone, a.epochs, a.n_train, a.n_test, seed=a.seed,
+                  length=a.length, out=a.out, progress=a.progress)
+    print()
+    print(format_table(results, a.tasks, a.methods))
+    out = Path(a.out)
+    fig = save_figure(results, a.tasks, a.methods, out / "demo.png")
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nfigure: {fig}   results: {out / 'results.json'}   total {time.time() - t0:.0f}s")
+    return 0

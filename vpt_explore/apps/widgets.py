@@ -1,0 +1,452 @@
+"""Training Lab: an ipywidgets panel to train and compare transfer methods (paper Figs. 5-7).
+
+    lab = vx.widgets.training_lab(task="shapes-loc")   # shows the panel
+    lab.train(block=True); lab.results                 # the same run from code (tests, fast mode)
+
+The panel only builds a ``PromptConfig`` and a ``TrainConfig`` (``lab.config()``) and calls
+``make_model``, ``load_task``, ``train`` and ``evaluate``. Invalid combinations are snapped with
+a note or disabled, and any ``VPTError`` is shown in red, never as a traceback. Training runs in
+a background thread so the kernel can still process the Stop button, which sets the
+``threading.Event`` handed to ``vx.train``; the run then ends with status "stopped" and keeps its
+trained weights. Only widgets shared by ipywidgets 7.7 (Colab) and 8 are used, and the thread
+touches widgets only by assigning trait values.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import ipywidgets as W
+
+from ..backbones.load import BACKBONES, list_backbones, load_backbone
+from ..methods.factory import METHODS, make_model
+from ..methods.registry import parse_method
+from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
+from ..errors import ConfigError, VPTError, bad_choice
+from ..data.registry import list_tasks, load_task
+from ..training.batches import evaluate
+from ..training.loop import train
+
+PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
+LAYER_CHOICES = ("shallow", "deep", "first-k", "last-k")
+PROMPT_FIELDS = ("layers", "k", "length", "location", "share", "pool")
+OPTIONS = {"batch_size": 32, "n_val": 200, "n_test": 500, "seed": 0, "device": "auto"}
+COLUMNS = ("#", "method", "config", "task", "backbone", "val acc", "test acc", "trainable", "seconds",
+           "status")
+
+
+def _look(width: str = "330px") -> Dict[str, Any]:
+    """Shared style and a fresh Layout for the labelled controls."""
+    return {"style": {"description_width": "88px"}, "layout": W.Layout(width=width)}
+
+
+def _geometry(backbone: str) -> Tuple[int, int]:
+    """(depth, number of patches) of a known backbone, without loading it."""
+    info = BACKBONES[backbone]
+    return info.depth, (info.resolution // info.patch) ** 2
+
+
+def _curves_png(hist, title: str) -> str:
+    """Loss per step and per epoch, accuracy per epoch, as a base64 PNG (pyplot-free, thread-safe)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8.0, 2.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    if hist.steps:
+        ax_loss.plot([s["step"] for s in hist.steps], [s["loss"] for s in hist.steps], lw=0.8, alpha=0.6,
+                     label="train (step)")
+    ends = {s["epoch"]: s["step"] for s in hist.steps}  # step at which each epoch ended
+    for split, style in (("train", "o-"), ("val", "s--")):
+        rows = [r for r in hist.rows if r.get(f"{split}_loss") is not None]
+        ax_loss.plot([ends.get(r["epoch"], 0) for r in rows], [r[f"{split}_loss"] for r in rows], style,
+                     ms=3, label=f"{split} (epoch)")
+        ax_acc.plot([r["epoch"] for r in rows], [r.get(f"{split}_acc") for r in rows], style, ms=3, label=split)
+    ax_loss.set(xlabel="step", ylabel="loss", title=title)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class TrainingLab:
+    """The panel: controls, Train / Stop, live curves and a results table (one row per run).
+
+    Args:
+        **defaults: initial control values (``method``, ``backbone``, ``task``, ``layers``, ``k``,
+            ``length``, ``location``, ``share``, ``pool``, ``epochs``, ``base_lr`` (a number or
+            ``"auto"``), ``train_size``) and run options (``batch_size``, ``n_val``, ``n_test``,
+            ``seed``, ``device``). Out-of-range values are clamped with a message naming the field.
+
+    Attributes:
+        widget: the root container (display it, or use ``training_lab``).
+        controls: control name -> widget.
+        results: one dict per finished run (the rows of the table).
+        histories: the ``vx.History`` of each run, in the same order.
+        model: the model of the latest run (it holds the trained weights, also after Stop).
+    """
+
+    def __init__(self, **defaults: Any) -> None:
+        self.options = dict(OPTIONS)
+        self.results: List[Dict[str, Any]] = []
+        self.histories: List[Any] = []
+        self.model = None
+        self.steps_done = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._syncing, self._batch = False, None
+        self._notes, self._error, self._run_error = [], "", ""
+        self._vits: Dict[str, Any] = {}
+        self._data: Dict[tuple, Any] = {}
+        self._build()
+        self.set(**defaults)
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        tasks = [t for t in list_tasks() if t.offline and t.group != "upstream"]
+        self._task_sizes = {t.name: t.sizes.get("train", 800) for t in tasks}
+        backbones = [b.name for b in list_backbones() if b.offline]
+        names = [t.name for t in tasks]
+        task = "shapes-loc" if "shapes-loc" in names else names[0]
+        depth, n_patches = _geometry("tiny")
+        c = self.controls = {
+            "method": W.Dropdown(options=list(METHODS), value="vpt-deep", description="method", **_look()),
+            "backbone": W.Dropdown(options=backbones, value="tiny", description="backbone", **_look()),
+            "task": W.Dropdown(options=names, value=task, description="task", **_look()),
+            "train_size": W.IntSlider(value=min(200, self._task_sizes[task]), min=8,
+                                      max=max(8, self._task_sizes[task]), description="train size", **_look()),
+            "epochs": W.IntSlider(value=10, min=1, max=100, description="epochs", **_look()),
+            "auto_lr": W.Checkbox(value=True, description="auto lr (method default)", indent=False,
+                                  layout=W.Layout(width="330px")),
+            "base_lr": W.FloatLogSlider(value=1.0, base=10, min=-4, max=2, step=0.25, readout_format=".3g",
+                                        description="base lr", **_look()),
+            "layers": W.ToggleButtons(options=list(LAYER_CHOICES), value="deep", description="layers",
+                                      style={"description_width": "88px", "button_width": "70px"},
+                                      layout=W.Layout(width="420px")),
+            "k": W.IntSlider(value=min(3, depth), min=1, max=depth, description="k (blocks)", **_look()),
+            "length": W.IntSlider(value=10, min=1, max=max(100, n_patches), description="length p", **_look()),
+            "location": W.Dropdown(options=list(LOCATIONS), value="prepend", description="location", **_look()),
+            "share": W.Dropdown(options=list(SHARES), value="none", description="sharing", **_look()),
+            "pool": W.Dropdown(options=list(POOLS), value="cls", description="pooling", **_look()),
+        }
+        for name, w in c.items():
+            w.observe(lambda change, name=name: self._changed(name, change), names="value")
+        self.train_button = W.Button(description="Train", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.train_button.on_click(lambda _: self.train(block=False))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="220px"))
+        self.status = W.Label(value="ready")
+        self.message = W.HTML(value="")
+        self.curves = W.Output(layout=W.Layout(min_height="60px"))
+        self.table = W.HTML(value=self._table_html())
+        run_box = W.VBox([c[n] for n in ("method", "backbone", "task", "train_size", "epochs", "auto_lr",
+                                         "base_lr")])
+        prompt_box = W.VBox([W.HTML("<b>Prompts</b> (Fig. 5 location, Fig. 6 length, Fig. 7 depth)")]
+                            + [c[n] for n in PROMPT_FIELDS])
+        self.widget = W.VBox([
+            W.HTML("<h3 style='margin:4px 0'>VPT Training Lab</h3>"),
+            W.HBox([run_box, prompt_box]), self.message,
+            W.HBox([self.train_button, self.stop_button, self.progress, self.status]),
+            self.curves, self.table])
+        self._refresh(notes=[])
+
+    def __repr__(self) -> str:  # training_lab() already displayed the panel: no second copy
+        return f"<TrainingLab: {len(self.results)} run(s); show it with display(lab.widget)>"
+
+    # ------------------------------------------------------------------ values and rules
+    def set(self, **values: Any) -> None:
+        """Set controls or run options by name; a bad value leaves a message naming the field.
+
+        Raises:
+            ConfigError: an unknown name (a typo in code, not a value a user picked).
+        """
+        notes: List[str] = []
+        self._batch = []
+        try:
+            for name, value in values.items():
+                if name in self.options:
+                    self.options[name] = value
+                    continue
+                if name not in self.controls:
+                    raise bad_choice("control", name, list(self.controls) + list(self.options))
+                w = self.controls[name]
+                if name == "base_lr":
+                    self.controls["auto_lr"].value = value in ("auto", None)
+                    if value in ("auto", None):
+                        continue
+                if isinstance(w, (W.IntSlider, W.FloatLogSlider)):
+                    lo, hi = (w.min, w.max) if isinstance(w, W.IntSlider) else (w.base ** w.min, w.base ** w.max)
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                        notes.append(f"{w.description}={value!r} is not a number; kept {w.value!r}")
+                        continue
+                    clamped = type(w.value)(min(max(value, lo), hi))
+                    if clamped != value:
+                        notes.append(f"{w.description}={value!r} is outside {lo:g}..{hi:g}; set to {clamped:g}")
+                    value = clamped
+                elif hasattr(w, "options") and value not in w.options:
+                    notes.append(f"{bad_choice(w.description, value, w.options)}; kept {w.value!r}")
+                    continue
+                w.value = value
+        finally:
+            notes, self._batch = self._batch + notes, None
+        self._refresh(notes)
+
+    def _changed(self, name: str, change: Dict[str, Any]) -> None:
+        """Apply the rules after a user change (the latest change wins), then re-validate."""
+        if self._syncing:
+            return
+        notes = self._rules(name, change)
+        if self._batch is not None:  # inside set(): report all notes at the end
+            self._batch.extend(notes)
+        else:
+            self._refresh(notes)
+
+    def _rules(self, name: str, change: Dict[str, Any]) -> List[str]:
+        notes, c = [], self.controls
+        self._syncing = True
+        try:
+            v = lambda n: c[n].value  # noqa: E731
+            depth, n_patches = _geometry(v("backbone"))
+            if name == "backbone":
+                c["k"].max = depth
+                c["length"].max = max(100, n_patches)
+            if name == "task":
+                size = self._task_sizes[v("task")]
+                if v("train_size") > size:
+                    notes.append(f"train size {v('train_size')} > the {v('task')} train split; set to {size}")
+                c["train_size"].max = max(8, size)
+            if name == "method" and v("method") == "vpt-shallow" and v("layers") != "shallow":
+                c["layers"].value = "shallow"
+            if name == "method" and v("method") == "vpt-deep" and v("layers") == "shallow":
+                c["layers"].value = "deep"
+            if name == "layers" and v("layers") == "shallow" and v("method") == "vpt-deep":
+                c["method"].value = "vpt-shallow"
+                notes.append("layers=shallow is method vpt-shallow (prompts enter block 0 only, eqs. 4-6)")
+            if name == "layers" and v("layers") != "shallow" and v("method") == "vpt-shallow":
+                c["method"].value = "vpt-deep"
+                notes.append(f"layers={v('layers')} needs prompts in several blocks: method set to vpt-deep")
+            if v("location") == "concat-channel" and (v("layers") != "shallow" or v("share") != "none"):
+                if name == "location":
+                    c["layers"].value, c["share"].value = "shallow", "none"
+                    if v("method") == "vpt-deep":
+                        c["method"].value = "vpt-shallow"
+                    notes.append("concat-channel adds input channels, so it is shallow only, with share=none")
+                else:
+                    c["location"].value = "prepend"
+                    notes.append("concat-channel exists only at the input (shallow); location set to prepend")
+            if v("location") == "add" and v("length") not in (1, n_patches):
+                old = change["old"] if name == "length" else None
+                up = old is not None and change["new"] > old
+                snapped = n_patches if (up or old is None and v("length") > n_patches / 2) else 1
+                notes.append(f"location=add adds the prompt to each of the {n_patches} patch embeddings: "
+                             f"length must be 1 or {n_patches}; set to {snapped}")
+                c["length"].value = snapped
+        finally:
+            self._syncing = False
+        return notes
+
+    def _refresh(self, notes: List[str]) -> None:
+        """Enable/disable controls for the current values; show notes and any config error."""
+        c, prompt_on = self.controls, self.controls["method"].value in PROMPT_METHODS
+        concat = c["location"].value == "concat-channel"
+        for n in PROMPT_FIELDS:
+            c[n].disabled = not prompt_on
+        c["layers"].disabled = not prompt_on or concat
+        c["share"].disabled = not prompt_on or concat
+        c["k"].disabled = not prompt_on or c["layers"].value not in ("first-k", "last-k") or concat
+        c["base_lr"].disabled = c["auto_lr"].value
+        if not prompt_on:
+            notes = notes + [f"{c['method'].value} has no prompts: the prompt controls are off"]
+        self._notes, self._run_error = notes, ""  # a change clears the last run's error
+        try:
+            self.config()
+            self._error = ""
+        except VPTError as e:
+            self._error = str(e)
+        self._show()
+
+    def _show(self, run_error: Optional[str] = None, running: bool = False) -> None:
+        """Render notes (amber), the config error and the last run's error (red); set Train."""
+        if run_error is not None:
+            self._run_error = run_error
+        parts = [f"<div style='color:#7a5a00'>&#9432; {html.escape(n)}</div>" for n in self._notes]
+        for err in dict.fromkeys(e for e in (self._error, self._run_error) if e):
+            parts.append(f"<div style='color:#b00020'><b>&#10007;</b> {html.escape(err)}</div>")
+        self.message.value = "".join(parts)
+        self.train_button.disabled = bool(self._error) or running or self.running
+
+    def config(self) -> Tuple[str, PromptConfig, TrainConfig, str, str]:
+        """What Train would run: (method, PromptConfig, TrainConfig, task, backbone).
+
+        Raises:
+            VPTError: the controls describe an invalid run (the panel shows the message).
+        """
+        v = {n: w.value for n, w in self.controls.items()}
+        method, depth = v["method"], _geometry(v["backbone"])[0]
+        if method in PROMPT_METHODS:
+            k = min(v["k"], depth)
+            layers = {"shallow": "shallow" if method == "vpt-shallow" else (0,), "deep": "deep",
+                      "first-k": tuple(range(k)), "last-k": tuple(range(depth - k, depth))}[v["layers"]]
+            prompt = PromptConfig(length=v["length"], layers=layers, location=v["location"], share=v["share"],
+                                  pool=v["pool"])
+        else:
+            prompt = PromptConfig(length=0)
+        size = self._task_sizes[v["task"]]
+        if v["train_size"] > size:
+            raise ConfigError(f"train size={v['train_size']} is larger than the {v['task']!r} train split "
+                              f"({size} images); choose at most {size}")
+        o = self.options
+        tcfg = TrainConfig(epochs=v["epochs"], batch_size=min(o["batch_size"], v["train_size"]),
+                           base_lr=None if v["auto_lr"] else float(v["base_lr"]), seed=o["seed"],
+                           device=o["device"], progress=False)
+        return method, prompt, tcfg, v["task"], v["backbone"]
+
+    # ------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        """True while a background run is in progress."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def train(self, block: bool = False) -> Optional[Dict[str, Any]]:
+        """Train with the current controls; with ``block=False`` in a background thread.
+
+        Returns:
+            The new results row when ``block`` is True and the run finished, else None.
+        """
+        if self.running:
+            self._show("a run is already in progress: press Stop or wait for it")
+            return None
+        try:
+            spec = self.config()
+        except VPTError:
+            self._refresh(self._notes)  # shows the config error in red
+            return None
+        self._stop.clear()
+        self._show("", running=True)
+        self.stop_button.disabled = False
+        n_train = self.controls["train_size"].value
+        if block:
+            return self._run(spec, n_train, raise_unexpected=True)
+        self._thread = threading.Thread(target=self._run, args=(spec, n_train), daemon=True,
+                                        name="vpt-training-lab")
+        self._thread.start()
+        return None
+
+    def stop(self) -> None:
+        """Ask the running training to stop after the current step (keeps the trained weights)."""
+        self._stop.set()
+        self.status.value = "stopping..."
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for a background run to end; True when none is running any more."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not thread or not thread.is_alive()
+
+    def _dataset(self, task: str, split: str, backbone: str, vit, n: Optional[int]):
+        key = (task, split, backbone, n, self.options["seed"])
+        if key not in self._data:
+            self._data[key] = load_task(task, split, vit, n=n, seed=self.options["seed"])
+        return self._data[key]
+
+    def _run(self, spec, n_train: int, raise_unexpected: bool = False) -> Optional[Dict[str, Any]]:
+        """One run: load (cached), build, train, evaluate on test, add a row. Errors go to the panel."""
+        method, prompt, tcfg, task, backbone = spec
+        label = prompt.short_name() if method in PROMPT_METHODS else "-"
+        title = f"{method} {label}" if label != "-" else method
+        try:
+            self.status.value = f"loading {backbone} and {task}..."
+            if backbone not in self._vits:
+                self._vits[backbone] = load_backbone(backbone)
+            vit = self._vits[backbone]
+            data = [self._dataset(task, split, backbone, vit, n) for split, n in
+                    (("train", n_train), ("val", self.options["n_val"]),
+                     ("test", self.options["n_test"]))]
+            model = make_model(method, vit, data[0].num_classes, seed=tcfg.seed,
+                               prompt=prompt if method in PROMPT_METHODS else None)
+            self.model, self.steps_done = model, 0
+            self.progress.max = tcfg.epochs * math.ceil(len(data[0]) / tcfg.batch_size)
+            self.progress.value, self.curves.outputs = 0, ()
+            hist = train(model, data[0], data[1], tcfg, stop=self._stop,
+                         callbacks=[self._callback(title, tcfg.epochs)])
+            self.status.value = "evaluating on the test split..."
+            fast = model
+            if method == "vpt-deep":  # exact cached-K/V inference path when it applies
+                try:
+                    fast = model.eval().as_prefix()
+                except ConfigError:
+                    fast = model
+            test = evaluate(fast, data[2])
+            row = {"method": method, "config": label, "task": task, "backbone": backbone,
+                   "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
+                   "seconds": round(hist.seconds, 1), "status": hist.status}
+            self.histories.append(hist)
+            self.results.append(row)
+            self.table.value = self._table_html()
+            self._draw(hist, title)
+            self.status.value = f"{hist.status}: test acc {test['acc']:.3f} ({hist.seconds:.1f} s)"
+            self._run_error = "" if hist.status in ("completed", "stopped") else hist.message
+            return row
+        except VPTError as e:
+            self.status.value, self._run_error = "error", str(e)
+        except Exception as e:  # noqa: BLE001 - the panel must not die; code callers still see it
+            self.status.value, self._run_error = "error", f"{type(e).__name__}: {e}"
+            if raise_unexpected:
+                raise
+        finally:
+            if threading.current_thread() is self._thread:
+                self._thread = None  # this run is over: Train can start the next one
+            self.stop_button.disabled = True
+            self._show()
+        return None
+
+    def _callback(self, title: str, epochs: int):
+        """A vx.train callback: progress and status every 0.5 s, curves every epoch (or 2 s)."""
+        last = {"status": 0.0, "draw": 0.0}
+
+        def on_event(event: str, hist, model) -> None:
+            self.steps_done += event == "step"
+            now = time.time()
+            if event == "step" and now - last["status"] < 0.5:
+                return
+            last["status"] = now
+            self.progress.value = min(len(hist.steps), self.progress.max)
+            loss = hist.steps[-1]["loss"] if hist.steps else float("nan")
+            self.status.value = f"epoch {len(hist.rows) + (event == 'step')}/{epochs}  loss {loss:.3f}"
+            if event == "epoch" or now - last["draw"] > 2.0:
+                last["draw"] = now
+                self._draw(hist, title)
+        return on_event
+
+    def _draw(self, hist, title: str) -> None:
+        png = _curves_png(hist, title)
+        self.curves.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"image/png": png, "text/plain": "<training curves>"}},)
+
+    def _table_html(self) -> str:
+        def fmt(r: Dict[str, Any], key: str) -> str:
+            x = r.get(key)
+            return "-" if x is None else f"{x:.3f}" if key.endswith("acc") else (
+                f"{x:,}" if key == "trainable" else str(x))
+        head = "".join(f"<th style='padding:2px 8px;text-align:left'>{c}</th>" for c in COLUMNS)
+        keys = ("method", "config", "task", "backbone", "val_acc", "test_acc", "trainable", "seconds", "status")
+        body = "".join("<tr>" + f"<td style='padding:2px 8px'>{i}</td>" + "".join(
+            f"<td style='padding:2px 8px'>{html.escape(fmt(r, k))}</td>" for k in keys) + "</tr>"
+            for i, r in enumerate(self.results, 1))
+        return (f"<table class='vx-results' style='border-collapse:collapse;font-size:12px'>"
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def training_lab(**defaults: Any) -> TrainingLab:
+    """Build a :class:`TrainingLab`, display it, and return it (see the class for ``defaults``)."""
+    from IPython.display import display
+    lab = TrainingLab(**defaults)
+    display(lab.widget)
+    return lab

@@ -1,0 +1,182 @@
+"""``MultiTaskVPT``: one frozen backbone, many tasks, one batched forward pass (paper Sec. 1, Fig. 1).
+
+VPT stores only prompts and a head per task, so one deployed backbone can serve a batch that mixes
+tasks: each sample gets its own task's prompts, gathered into a (B, p, D) tensor (token path), or
+its own task's cached key/value rows, gathered into (B, H, p, hd) tensors (VPT-prefix path, see
+``vpt_explore.prefix``). The backbone runs once for the whole batch; each task's head then reads
+its own samples. Results equal running every task's ``PromptedViT`` alone on its samples.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, DataError, bad_choice
+from .tokens import add_prompts, insert_prompts
+from .prefix import _check_eval, check_prefix_exact, prefix_block, prompt_kv_table
+
+__all__ = ["MultiTaskVPT"]
+
+TaskIds = Union[Sequence[str], torch.Tensor]
+PATHS = ("auto", "token", "prefix")
+
+
+def _shape_of(model: nn.Module) -> Dict[str, object]:
+    """The fields that must agree across tasks for samples to share one batched pass."""
+    return {"length": model.cfg.length, "prompt blocks": tuple(model.prompt_blocks),
+            "location": model.cfg.location, "pool": model.cfg.pool, "prompt_slot": model.prompt_slot}
+
+
+class MultiTaskVPT(nn.Module):
+    """Several VPT tasks over one shared frozen backbone, served in one batched forward pass.
+
+    Args:
+        backbone: the timm ViT that every task's ``PromptedViT`` wraps (the same object).
+        models: task name -> ``PromptedViT``. Heads and ``num_classes`` may differ; the prompt
+            length, prompted blocks, location, pool and prompt slot must agree. Sharing, init,
+            ``learn_cls`` may differ.
+        path: ``"token"`` (gather per-sample prompt tokens), ``"prefix"`` (gather per-sample cached
+            K/V; exact only where ``PrefixViT`` is, see ``check_prefix_exact``) or ``"auto"``
+            (prefix when exact, else token).
+
+    Inference only: call ``.eval()`` first; with the prefix path call ``refresh()`` after prompts
+    change.
+
+    Raises:
+        ConfigError: a task wraps another backbone, the tasks' setups differ (listed), a task uses
+            ``location='concat-channel'``, or ``path='prefix'`` on a setup where it is not exact.
+    """
+
+    def __init__(self, backbone: nn.Module, models: Mapping[str, nn.Module], path: str = "auto"):
+        super().__init__()
+        if not models:
+            raise ConfigError("models is empty; give at least one task: {'name': PromptedViT}")
+        if path not in PATHS:
+            raise bad_choice("path", path, PATHS)
+        names = list(models)
+        for name, m in models.items():
+            if not isinstance(name, str) or not name or "." in name:
+                raise ConfigError(f"task name {name!r} must be a non-empty string without '.'")
+            if getattr(m, "vit", None) is not backbone:
+                raise ConfigError(f"task {name!r} wraps another backbone object; build every task's "
+                                  f"PromptedViT over the same backbone passed to MultiTaskVPT")
+        ref = _shape_of(models[names[0]])
+        for name in names[1:]:
+            other = _shape_of(models[name])
+            diff = [f"{k}: {ref[k]!r} ({names[0]}) vs {other[k]!r} ({name})" for k in ref if ref[k] != other[k]]
+            if diff:
+                raise ConfigError("tasks must share the prompt setup to share one batched pass; "
+                                  "mismatch: " + "; ".join(diff))
+        if ref["location"] == "concat-channel" and ref["length"] > 0:
+            raise ConfigError("location='concat-channel' changes the patch projection per task; "
+                              "MultiTaskVPT supports 'prepend', 'prepend-pixel' and 'add'")
+        if path in ("auto", "prefix"):
+            try:
+                for m in models.values():
+                    check_prefix_exact(m)
+                path = "prefix"
+            except ConfigError:
+                if path == "prefix":
+                    raise
+                path = "token"
+        self.backbone = backbone
+        self.tasks = nn.ModuleDict(models)
+        self.names: List[str] = names
+        self.path = path
+        self.blocks: Tuple[int, ...] = ref["prompt blocks"]
+        if path == "prefix":
+            self.register_buffer("kv", self._kv_table(), persistent=False)
+
+    # ----------------------------------------------------------------- helpers
+    def _kv_table(self) -> torch.Tensor:
+        with torch.no_grad():
+            kv = torch.stack([prompt_kv_table(m) for m in self.tasks.values()])  # (T, L, 2, H, p, hd)
+        return kv.permute(1, 2, 0, 3, 4, 5).contiguous()                          # (L, 2, T, H, p, hd)
+
+    @torch.no_grad()
+    def refresh(self) -> "MultiTaskVPT":
+        """Recompute the cached K/V rows (prefix path) after prompts changed."""
+        if self.path == "prefix":
+            self.kv = self._kv_table()
+        return self
+
+    def task_index(self, task_ids: TaskIds, batch: int) -> torch.Tensor:
+        """Task names or indices (into ``self.names``) -> a LongTensor (B,) of task indices."""
+        if isinstance(task_ids, torch.Tensor):
+            idx = task_ids.long().flatten()
+        else:
+            bad = [t for t in task_ids if t not in self.names]
+            if bad:
+                raise bad_choice("task_ids", bad[0], self.names)
+            idx = torch.tensor([self.names.index(t) for t in task_ids], dtype=torch.long)
+        if idx.numel() != batch:
+            raise DataError(f"task_ids has {idx.numel()} entries for a batch of {batch} images")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= len(self.names)):
+            raise DataError(f"task index out of range 0..{len(self.names) - 1}: {idx.tolist()}")
+        return idx
+
+    def _embed(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Eq. (1) as in ``PromptedViT.embed``, with each sample's task's [CLS] delta: (B, R+m, D)."""
+        vit = self.backbone
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))  # (B, R+m, D)
+        if any(m.cfg.learn_cls for m in self.tasks.values()):
+            zero = x.new_zeros(1, 1, x.shape[-1])
+            deltas = torch.stack([m.cls_delta if m.cfg.learn_cls else zero
+                                  for m in self.tasks.values()])                   # (T, 1, 1, D)
+            x = torch.cat([x[:, :1] + deltas[idx.to(x.device)][:, 0], x[:, 1:]], dim=1)
+        return x
+
+    def _insert(self, x: torch.Tensor, P: torch.Tensor, n_old: int) -> Tuple[torch.Tensor, int]:
+        """Put per-sample prompts P (B, p, D) into x (B, R+n_old+m, D) (``model/tokens.py``)."""
+        ref = self.tasks[self.names[0]]
+        if ref.cfg.location == "add":                                   # same length, element-wise
+            return add_prompts(x, P, ref.num_prefix)
+        return insert_prompts(x, P, ref.num_prefix, n_old, ref.prompt_slot)  # (B, R+p+m, D)
+
+    # ----------------------------------------------------------------- forward
+    def forward_features(self, images: torch.Tensor, task_ids: TaskIds) -> torch.Tensor:
+        """Pooled features (B, D), every sample with its own task's prompts."""
+        ref = self.tasks[self.names[0]]
+        for m in self.tasks.values():
+            _check_eval(m)
+        ref.check_images(images)
+        idx = self.task_index(task_ids, images.shape[0]).to(images.device)
+        x = self._embed(images, idx)
+        n_p = 0
+        for i, blk in enumerate(self.backbone.blocks):
+            if i not in self.blocks:
+                x = blk(x)
+            elif self.path == "prefix":
+                j = self.blocks.index(i)
+                x = prefix_block(blk, x, self.kv[j, 0, idx], self.kv[j, 1, idx])  # K, V (B, H, p, hd)
+            else:
+                P = torch.stack([m.layer_prompts(i) for m in self.tasks.values()])  # (T, p, D)
+                x, n_p = self._insert(x, P[idx], n_p)                               # (B, p, D) gathered
+                x = blk(x)
+        x = self.backbone.norm(x)
+        return self.backbone.fc_norm(ref.pool(x, n_p))
+
+    def forward_by_task(self, images: torch.Tensor, task_ids: TaskIds
+                        ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+        """task -> (sample indices (b,), logits (b, num_classes of that task)), for tasks present."""
+        feats = self.forward_features(images, task_ids)
+        idx = self.task_index(task_ids, images.shape[0]).to(feats.device)
+        out = {}
+        for t, name in enumerate(self.names):
+            rows = (idx == t).nonzero().flatten()
+            if rows.numel():
+                out[name] = (rows, self.tasks[name].forward_head(feats[rows]))
+        return out
+
+    def forward(self, images: torch.Tensor, task_ids: TaskIds) -> List[torch.Tensor]:
+        """One batched pass; returns a list of B logit vectors, sample b's of shape (C_task(b),)."""
+        result: List[torch.Tensor] = [None] * images.shape[0]  # type: ignore[list-item]
+        for rows, logits in self.forward_by_task(images, task_ids).values():
+            for r, row in zip(rows.tolist(), logits):
+                result[r] = row
+        return result
+
+    def extra_repr(self) -> str:
+        return f"tasks={self.names}, path={self.path!r}, prompted blocks={list(self.blocks)}"

@@ -1,0 +1,92 @@
+"""Prompt files: what a method trained, in safetensors (never pickle), tied to its backbone.
+
+A file holds only the trained tensors (prompts, head, biases, adapters, ...) plus metadata: the
+method and its options, the PromptConfig, num_classes, the backbone's name and a fingerprint of its
+frozen weights. Loading onto another backbone fails with a clear error; nothing in a file can run
+code. Writes are atomic (``backbones.weights.atomic_save``), so a crash mid-write keeps the old file.
+Rebuilding a model from a file needs the methods: see ``methods/load.py``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from ..backbones.load import backbone_name, fingerprint
+from ..backbones.weights import atomic_save
+from ..errors import MissingFileError, PromptFileError
+
+FORMAT = "vpt_explore.prompts/1"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ and torch's zip container
+
+
+def trained_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Every tensor the method owns: all parameters outside the backbone, plus trainable ones in it."""
+    state = {}
+    for k, p in model.named_parameters():
+        if not k.startswith("vit.") or p.requires_grad:
+            state[k] = p.detach().cpu().contiguous()
+    return state
+
+
+def _metadata(model: nn.Module, state: Dict[str, torch.Tensor], extra: Optional[dict]) -> Dict[str, str]:
+    vit = model.vit
+    vit_keys = frozenset(k[len("vit."):] for k in state if k.startswith("vit."))
+    meta = {
+        "format": FORMAT,
+        "method": getattr(model, "method", "vpt"),
+        "method_kwargs": json.dumps(getattr(model, "method_kwargs", {})),
+        "prompt_config": json.dumps(model.cfg.to_dict()),
+        "num_classes": str(model.num_classes),
+        "backbone_name": backbone_name(vit),
+        "backbone_fingerprint": fingerprint(vit, exclude=vit_keys),
+        "backbone_depth": str(len(vit.blocks)),
+        "backbone_dim": str(vit.embed_dim),
+    }
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return meta
+
+
+def save_prompts(model: nn.Module, path, extra: Optional[dict] = None) -> Path:
+    """Save what ``model`` trained to ``path`` (safetensors); returns the path."""
+    state = trained_state(model)
+    return atomic_save(state, path, _metadata(model, state, extra))
+
+
+save_checkpoint = save_prompts
+
+
+def read_prompt_file(path) -> tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Tensors and metadata of a prompt file, refusing anything that is not a valid one."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"prompt file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_PICKLE_MAGIC):
+        raise PromptFileError(f"{str(path)!r} looks like a pickle / torch.save file; prompt files are "
+                              f"safetensors only (pickles can run code, so it was not opened)")
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise PromptFileError(f"{str(path)!r} is not a valid safetensors prompt file (truncated or "
+                              f"corrupted?): {type(e).__name__}: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise PromptFileError(f"{str(path)!r} is a safetensors file but not a vpt_explore prompt file "
+                              f"(format={meta.get('format')!r}, expected {FORMAT!r})")
+    return state, meta
+
+
+def meta_field(path, meta: Dict[str, str], name: str, parse):
+    """``parse(meta[name])``, or a PromptFileError naming the broken field (metadata is editable text)."""
+    try:
+        return parse(meta[name])
+    except (KeyError, ValueError, TypeError) as e:
+        raise PromptFileError(f"{str(path)!r} has broken metadata: field {name!r} "
+                              f"({type(e).__name__}: {e}); re-save the model with save_prompts") from None

@@ -1,0 +1,61 @@
+"""The paper's training recipe (Sec. 4.1 / App. A): optimiser and lr from the method spec, linear
+warm-up then cosine decay, device and mixed precision.
+
+* SGD with momentum 0.9 for prompts, linear, mlp and sidetune heads; AdamW for full, partial,
+  bias and adapter tuning (``MethodSpec.optimizer``). ``lr = base_lr * batch / 256``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..methods.registry import (DEFAULT_BASE_LR, FALLBACK_BASE_LR, SGD_METHODS,  # noqa: F401 (re-exported)
+                                default_base_lr, optimizer_for)
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, method: str):
+    """SGD (momentum 0.9) or AdamW per the paper's recipe, at lr = base_lr * batch / 256."""
+    kind = optimizer_for(method) if cfg.optimizer == "auto" else cfg.optimizer
+    dim = getattr(model, "embed_dim", 128)
+    base_lr = cfg.base_lr if cfg.base_lr is not None else default_base_lr(method, kind, dim)
+    lr = cfg.lr_for(base_lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay), lr
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay), lr
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast(device, amp: Optional[str]):
+    """``torch.autocast`` for ``amp`` in {None, "bf16", "fp16"} on ``device`` (a name or torch.device)."""
+    if amp is None:
+        return contextlib.nullcontext()
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":")[0]
+    return torch.autocast(device_type=kind, dtype=AMP_DTYPES[amp])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
+    return torch.device(name)
