@@ -30,6 +30,7 @@ from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
 from ..errors import ConfigError, VPTError, bad_choice
 from ..data.registry import list_tasks, load_task
 from ..training.batches import evaluate
+from .lab_rules import snap
 from ..training.loop import train
 
 PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
@@ -208,45 +209,18 @@ class TrainingLab:
             self._refresh(notes)
 
     def _rules(self, name: str, change: Dict[str, Any]) -> List[str]:
-        notes, c = [], self.controls
+        """Apply ``lab_rules.snap`` to the controls (limits first, then values); returns its notes."""
+        c = self.controls
+        values = {k: w.value for k, w in c.items()}
+        depth, n_patches = _geometry(values["backbone"])
+        changes, limits, notes = snap(values, name, change.get("old"), change.get("new"), depth=depth,
+                                      n_patches=n_patches, task_size=self._task_sizes.get(values["task"]))
         self._syncing = True
         try:
-            v = lambda n: c[n].value  # noqa: E731
-            depth, n_patches = _geometry(v("backbone"))
-            if name == "backbone":
-                c["k"].max = depth
-                c["length"].max = max(100, n_patches)
-            if name == "task":
-                size = self._task_sizes[v("task")]
-                if v("train_size") > size:
-                    notes.append(f"train size {v('train_size')} > the {v('task')} train split; set to {size}")
-                c["train_size"].max = max(8, size)
-            if name == "method" and v("method") == "vpt-shallow" and v("layers") != "shallow":
-                c["layers"].value = "shallow"
-            if name == "method" and v("method") == "vpt-deep" and v("layers") == "shallow":
-                c["layers"].value = "deep"
-            if name == "layers" and v("layers") == "shallow" and v("method") == "vpt-deep":
-                c["method"].value = "vpt-shallow"
-                notes.append("layers=shallow is method vpt-shallow (prompts enter block 0 only, eqs. 4-6)")
-            if name == "layers" and v("layers") != "shallow" and v("method") == "vpt-shallow":
-                c["method"].value = "vpt-deep"
-                notes.append(f"layers={v('layers')} needs prompts in several blocks: method set to vpt-deep")
-            if v("location") == "concat-channel" and (v("layers") != "shallow" or v("share") != "none"):
-                if name == "location":
-                    c["layers"].value, c["share"].value = "shallow", "none"
-                    if v("method") == "vpt-deep":
-                        c["method"].value = "vpt-shallow"
-                    notes.append("concat-channel adds input channels, so it is shallow only, with share=none")
-                else:
-                    c["location"].value = "prepend"
-                    notes.append("concat-channel exists only at the input (shallow); location set to prepend")
-            if v("location") == "add" and v("length") not in (1, n_patches):
-                old = change["old"] if name == "length" else None
-                up = old is not None and change["new"] > old
-                snapped = n_patches if (up or old is None and v("length") > n_patches / 2) else 1
-                notes.append(f"location=add adds the prompt to each of the {n_patches} patch embeddings: "
-                             f"length must be 1 or {n_patches}; set to {snapped}")
-                c["length"].value = snapped
+            for k, maximum in limits.items():
+                c[k].max = maximum
+            for k, value in changes.items():
+                c[k].value = value
         finally:
             self._syncing = False
         return notes
