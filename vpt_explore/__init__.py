@@ -1,7 +1,7 @@
 """vpt_explore: learn and explore Visual Prompt Tuning (Jia et al., ECCV 2022) on timm ViTs.
 
     import vpt_explore as vx
-    vit = vx.load_backbone("tiny")
+    vit = vx.load_backbone()            # the default offline backbone, "tiny-dino"
     model = vx.PromptedViT(vit, vx.PromptConfig(length=10, layers="deep"), num_classes=10)
 
 The package is layered like the flow above; imports only point down this list:
@@ -39,7 +39,12 @@ if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is i
     from .model.prefix import PrefixViT
     from .training import experiments, loop as training
     from .training.experiments import Results, sweep, welch, wilcoxon
-    from .training.loop import History, evaluate, train
+    from .training.loop import History, evaluate, find_base_lr, train
+    from .analysis import reference
+    from .training import profiles
+    from .training.profiles import PROFILES, Profile, resolve_profile, use_profile
+    from .data.vtab_check import fgvc_split, validate_vtab_folder
+    from .apps.reproduce import reproduce
 
 __version__ = "0.1.0"
 
@@ -70,6 +75,13 @@ _LAZY = {
     "baselines": ("methods", None), "show": ("apps.show", None), "experiments": ("training.experiments", None),
     "files": ("model.prompt_file", None), "backbones": ("backbones", None), "prompts": ("model.prompted", None),
     "config": ("config", None),
+    # reference results, the learning-rate search, course profiles, VTAB/FGVC data checks
+    "reference": ("analysis.reference", None), "find_base_lr": ("training.loop", "find_base_lr"),
+    "profiles": ("training.profiles", None), "use_profile": ("training.profiles", "use_profile"),
+    "resolve_profile": ("training.profiles", "resolve_profile"), "Profile": ("training.profiles", "Profile"),
+    "PROFILES": ("training.profiles", "PROFILES"),
+    "validate_vtab_folder": ("data.vtab_check", "validate_vtab_folder"),
+    "fgvc_split": ("data.vtab_check", "fgvc_split"), "reproduce": ("apps.reproduce", "reproduce"),
 }
 
 __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_backbones",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny}``."""
+"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny,pretrain-dino,reference,reproduce}``."""
 from __future__ import annotations
 
 import sys
@@ -11,6 +11,9 @@ commands:
   backbones       list the known backbones (resolution, patch, d, depth, offline)
   bench           benchmarks: `bench infer` / `bench train` (ratios measured side by side)
   pretrain-tiny   rebuild the shipped tiny backbone from Fashion-MNIST
+  pretrain-dino   rebuild the default tiny-dino backbone (distilled from the offline DINOv2)
+  reference       regenerate the offline reference results (resumable)
+  reproduce       run the reference protocol for one task and method, compare with the reference
 
 `python -m vpt_explore COMMAND --help` shows each command's options."""
 
@@ -36,7 +39,8 @@ def main(argv=None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     from .errors import VPTError, bad_choice
-    commands = {"demo": None, "tasks": _tasks, "backbones": _backbones, "bench": None, "pretrain-tiny": None}
+    commands = {"demo": None, "tasks": _tasks, "backbones": _backbones, "bench": None, "pretrain-tiny": None,
+                "pretrain-dino": None, "reference": None, "reproduce": None}
     if cmd not in commands:
         print(f"error: {bad_choice('command', cmd, list(commands))}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -47,6 +51,12 @@ def main(argv=None) -> int:
             from .apps.bench import main as run
         elif cmd == "pretrain-tiny":
             from .backbones.pretrain_tiny import main as run
+        elif cmd == "pretrain-dino":
+            from .backbones.pretrain_dino import main as run
+        elif cmd == "reference":
+            from .apps.reproduce import main_reference as run
+        elif cmd == "reproduce":
+            from .apps.reproduce import main_reproduce as run
         else:
             run = commands[cmd]
         return run(rest) or 0

@@ -201,8 +201,9 @@ class TrainConfig:
         epochs: passes over the training set.
         batch_size: images per step.
         base_lr: learning rate per 256 images; the step size is ``base_lr * batch_size / 256``.
-            ``None`` picks the method's default (prompts/heads 5.0 with SGD, others 1e-3 with AdamW
-            expressed per 256 images).
+            ``None`` picks the method's default (``vx.methods.registry.DEFAULT_BASE_LR``, scaled by
+            128 / d for SGD); ``"auto"`` picks it by short runs on a validation split
+            (``vx.training.lr_search``: the paper's tuning at laptop cost).
         weight_decay: decoupled for AdamW, L2 for SGD.
         optimizer: ``"auto"`` (SGD momentum 0.9 for prompt, linear, mlp, sidetune; AdamW for
             full, partial, bias, adapter), ``"sgd"`` or ``"adamw"``.
@@ -222,7 +223,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 32
-    base_lr: Optional[float] = None
+    base_lr: Union[float, str, None] = None
     weight_decay: float = 1e-4
     optimizer: str = "auto"
     momentum: float = 0.9
@@ -241,10 +242,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
-        if self.base_lr is not None:
+        if self.base_lr is not None and self.base_lr != "auto":
             ok = isinstance(self.base_lr, (int, float)) and not isinstance(self.base_lr, bool)
             if not ok or not math.isfinite(self.base_lr) or self.base_lr <= 0:
-                raise ConfigError(f"base_lr={self.base_lr!r} must be a number > 0 (or None for the method default)")
+                raise ConfigError(f"base_lr={self.base_lr!r} must be a number > 0, 'auto' (search on a "
+                                  f"validation split) or None (the method default)")
         _check_float("weight_decay", self.weight_decay, 0.0, 1.0, high_open=False)
         if self.optimizer not in OPTIMIZERS:
             raise bad_choice("optimizer", self.optimizer, OPTIMIZERS)

@@ -1,9 +1,11 @@
 """``python -m vpt_explore demo``: the paper's Table 1 comparison, small enough for a laptop CPU.
 
 Trains linear, mlp-3, bias, adapter, VPT-shallow, VPT-deep and full fine-tuning on one natural,
-one specialized and one structured task of the offline suite with the shipped tiny backbone
-(or ``--backbone dinov2-s14-offline``), then prints a table (accuracy, trainable parameters,
-seconds) and saves a figure. Nothing touches the network.
+one specialized and one structured task of the offline suite with the default offline backbone
+(``tiny-dino``; or ``--backbone tiny`` / ``dinov2-s14-offline``), each at the learning rate
+``base_lr="auto"`` picks on a validation split, then prints a table (accuracy, trainable
+parameters, seconds), the offline reference's group means next to the paper's (the directions a
+lecture teaches), and saves a figure. Nothing touches the network.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ def set_threads() -> int:
     return n
 
 
-def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", epochs: int = 5,
+def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino", epochs: int = 5,
         n_train: int = 300, n_test: int = 500, batch_size: int = 32, seed: int = 0,
-        length: int = 10, out: str = "demo_out", progress: bool = False) -> List[Dict]:
+        length: int = 10, out: str = "demo_out", progress: bool = False, base_lr="auto") -> List[Dict]:
     """Train every method on every task; return one result dict per (task, method)."""
     from ..backbones.load import load_backbone
     from ..config import TrainConfig
@@ -49,7 +51,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", ep
             torch.manual_seed(seed)
             prompt_kw = {"length": length} if parse_method(method)[0].has_prompts else {}
             model = make_model(method, vit, train_set.num_classes, seed=seed, **prompt_kw)  # --seed reaches every method
-            cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)), base_lr=None,
+            cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)), base_lr=base_lr,
                                  weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
                                  warmup_epochs=1, progress=progress)
             t0 = time.time()
@@ -61,9 +63,10 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny", ep
                             "accuracy": test["acc"], "val_acc": hist.best_val_acc,
                             "trainable": rep["trainable"], "percent": rep["percent"],
                             "seconds": time.time() - t0, "cached": hist.cached_features,
-                            "status": hist.status})
+                            "status": hist.status, "base_lr": hist.base_lr,
+                            "search_seconds": hist.lr_search.seconds if hist.lr_search else 0.0})
             print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
-                  f"{time.time() - t0:5.1f}s", flush=True)
+                  f"base_lr={hist.base_lr:<8.3g} {time.time() - t0:5.1f}s", flush=True)
     return results
 
 
@@ -75,6 +78,19 @@ def _fastest_eval_model(model):
         except ValueError:
             pass
     return model
+
+
+def directions_text() -> str:
+    """The offline reference next to the paper, or a line saying how to make the reference."""
+    from ..analysis.reference.compare import format_directions
+    from ..errors import VPTError
+    try:
+        table = format_directions()
+    except VPTError as e:
+        return f"(no offline reference to compare with: {e})"
+    return ("What the course teaches, measured: group means of the offline reference (VTAB-1k protocol, 3 seeds, "
+            "`python -m vpt_explore reference`)\nnext to the paper's. Your demo run above is smaller (fewer images "
+            "and epochs), so compare its directions, not its values.\n" + table)
 
 
 def format_table(results: List[Dict], tasks, methods) -> str:
@@ -125,7 +141,7 @@ def save_figure(results: List[Dict], tasks, methods, path: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpt_explore demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="tiny", help="tiny (default) | dinov2-s14-offline | a timm name")
+    ap.add_argument("--backbone", default="tiny-dino", help="tiny-dino (default) | tiny | dinov2-s14-offline | a timm name")
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     ap.add_argument("--epochs", type=int, default=5)
@@ -133,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--length", type=int, default=10, help="prompt length p")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base-lr", default="auto",
+                    help="'auto' (default: short search on validation), 'default' (the method table) or a number")
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--progress", action="store_true", help="show a progress bar per run")
     a = ap.parse_args(argv)
@@ -142,7 +160,13 @@ def main(argv=None) -> int:
     from ..data.registry import list_tasks
     for m in a.methods:
         parse_method(m)  # clear error for an unknown method before anything runs
-    TrainConfig(epochs=a.epochs, seed=a.seed)  # --epochs, --seed: same checks, before any loading
+    base_lr = None if a.base_lr == "default" else a.base_lr
+    if base_lr not in (None, "auto"):
+        try:
+            base_lr = float(base_lr)
+        except ValueError:
+            raise ConfigError(f"--base-lr={a.base_lr!r} must be 'auto', 'default' or a number > 0") from None
+    TrainConfig(epochs=a.epochs, seed=a.seed, base_lr=base_lr)  # same checks, before any loading
     PromptConfig(length=a.length)
     for flag, value in (("--n-train", a.n_train), ("--n-test", a.n_test)):
         if value < 1:
@@ -157,9 +181,14 @@ def main(argv=None) -> int:
           f"{a.n_train} train images/task, {a.epochs} epochs, p={a.length}")
     t0 = time.time()
     results = run(a.methods, a.tasks, a.backbone, a.epochs, a.n_train, a.n_test, seed=a.seed,
-                  length=a.length, out=a.out, progress=a.progress)
+                  length=a.length, out=a.out, progress=a.progress, base_lr=base_lr)
     print()
     print(format_table(results, a.tasks, a.methods))
+    search = sum(r["search_seconds"] for r in results)
+    if search:
+        print(f"(base_lr='auto': the learning-rate searches took {search:.0f} s of the "
+              f"{sum(r['seconds'] for r in results):.0f} s of training)")
+    print("\n" + directions_text())
     out = Path(a.out)
     fig = save_figure(results, a.tasks, a.methods, out / "demo.png")
     (out / "results.json").write_text(json.dumps(results, indent=1))

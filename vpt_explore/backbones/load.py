@@ -26,6 +26,9 @@ TINY_WEIGHTS = ASSETS / "tiny_vit.safetensors"
 TINY_ARGS = dict(img_size=32, patch_size=4, in_chans=3, embed_dim=128, depth=6, num_heads=4,
                  mlp_ratio=2.0, num_classes=10, global_pool="token", class_token=True)
 TINY_MEAN, TINY_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+TINY_DINO_WEIGHTS = ASSETS / "tiny_dino.safetensors"
+TINY_DINO_ARGS = dict(TINY_ARGS, num_classes=0)  # same architecture, no head: it was never a classifier
+DEFAULT_BACKBONE = "tiny-dino"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,27 @@ def _tiny_vit() -> nn.Module:
     vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, 32, 32), mean=TINY_MEAN, std=TINY_STD,
                               num_classes=10, tag="vpt_explore-fashion-mnist")
     return vit
+
+
+def _tiny_dino_vit() -> nn.Module:
+    import timm
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY_DINO_ARGS)
+    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, 32, 32), mean=TINY_MEAN, std=TINY_STD,
+                              num_classes=0, tag="vpt_explore-dinov2-distilled")
+    return vit
+
+
+def load_tiny_dino(pretrained: bool = True) -> nn.Module:
+    """The default backbone: the tiny architecture distilled from DINOv2-S/14 (``pretrain_dino.py``)."""
+    vit = _tiny_dino_vit()
+    if pretrained:
+        if not TINY_DINO_WEIGHTS.exists():
+            raise MissingFileError(
+                f"the tiny-dino backbone's weights {str(TINY_DINO_WEIGHTS)!r} are missing; rebuild them with "
+                f"`python -m vpt_explore pretrain-dino`")
+        load_weights_file(vit, TINY_DINO_WEIGHTS)
+    vit.vpt_name = "tiny-dino"
+    return vit.eval()
 
 
 def load_tiny(pretrained: bool = True) -> nn.Module:
@@ -93,6 +117,8 @@ def _load_timm(name: str, pretrained: bool, weights: Optional[str], **kwargs) ->
 
 
 BACKBONES = {
+    "tiny-dino": BackboneInfo("tiny-dino", "vit (custom)", 32, 4, 128, 6, True,
+                              "default; shipped; distilled here from DINOv2-S/14 on offline scenes"),
     "tiny": BackboneInfo("tiny", "vit (custom)", 32, 4, 128, 6, True,
                          "shipped; pretrained here on Fashion-MNIST"),
     "dinov2-s14-offline": BackboneInfo("dinov2-s14-offline", "vit_small_patch14_dinov2", 112, 14, 384,
@@ -120,12 +146,12 @@ def list_backbones() -> List[BackboneInfo]:
     return rows
 
 
-def load_backbone(name: str = "tiny", *, pretrained: bool = True, weights: Optional[str] = None,
+def load_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True, weights: Optional[str] = None,
                   img_size: Optional[int] = None, **timm_kwargs) -> nn.Module:
     """Build a frozen-ready timm VisionTransformer by name.
 
     Args:
-        name: ``"tiny"``, ``"dinov2-s14-offline"`` or any timm model name.
+        name: ``"tiny-dino"`` (the default), ``"tiny"``, ``"dinov2-s14-offline"`` or any timm model name.
         pretrained: load pretrained weights (hub for timm names; shipped/converted otherwise).
         weights: a local weights file for a timm name (safetensors, or a weights-only torch file).
         img_size: input resolution for backbones that can be resized (DINOv2: 56..224, multiple of 14).
@@ -139,17 +165,18 @@ def load_backbone(name: str = "tiny", *, pretrained: bool = True, weights: Optio
         raise ConfigError(f"name={name!r} must be a backbone name (str), e.g. 'tiny'")
     if not isinstance(pretrained, bool):
         raise ConfigError(f"pretrained={pretrained!r} must be True or False")
-    if name in ("tiny", "dinov2-s14-offline") and timm_kwargs:
+    if name in ("tiny", "tiny-dino", "dinov2-s14-offline") and timm_kwargs:
         raise ConfigError(f"{sorted(timm_kwargs)} are timm options; the {name!r} backbone takes only "
-                          f"pretrained" + (", weights" if name == "tiny" else ", img_size"))
-    if name == "tiny":
+                          f"pretrained" + (", weights" if name != "dinov2-s14-offline" else ", img_size"))
+    if name in ("tiny", "tiny-dino"):
+        load = load_tiny if name == "tiny" else load_tiny_dino
         if img_size not in (None, 32):
-            raise ConfigError(f"img_size={img_size!r}: the 'tiny' backbone works at 32 px only (leave "
+            raise ConfigError(f"img_size={img_size!r}: the {name!r} backbone works at 32 px only (leave "
                               f"img_size=None); use 'dinov2-s14-offline' for other sizes")
         if weights is not None:  # e.g. the output of `python -m vpt_explore pretrain-tiny --out DIR`
-            vit = load_weights_file(load_tiny(pretrained=False), weights)
+            vit = load_weights_file(load(pretrained=False), weights)
             return vit.eval()
-        return load_tiny(pretrained=pretrained)
+        return load(pretrained=pretrained)
     if name == "dinov2-s14-offline":
         if weights is not None:
             raise ConfigError(f"weights={weights!r} is not used by 'dinov2-s14-offline' (its weights come "

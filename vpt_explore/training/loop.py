@@ -25,6 +25,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingError
 from .batches import _check_labels, _length, batches, cache_features, evaluate, head_only
+from .lr_search import LRSearch, search_base_lr
 from .recipe import autocast, lr_at, make_optimizer, resolve_device
 
 class StopTraining(Exception):
@@ -39,8 +40,13 @@ class History:
         rows: one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
         steps: one dict per optimiser step: step, epoch, loss.
         best_epoch, best_val_acc: the epoch whose weights the model holds at the end.
-        status: "completed", "stopped" (Stop button / callback), "interrupted" (Ctrl-C) or "nan".
+        status: "completed", "diverged" (the loss spiked and ended above 1.5x its start),
+            "stopped" (Stop button / callback), "interrupted" (Ctrl-C) or "nan".
         message: a human sentence about how training ended.
+        base_lr: the base learning rate the run used (per 256 images).
+        lr_search: the ``LRSearch`` of ``TrainConfig(base_lr="auto")``, else None.
+        warnings: what went wrong without stopping the run (a loss spike), one sentence each.
+        loss_at_init: the yardstick for spikes: max(first step's loss, ln C) for C classes.
         best_state: the trainable tensors of the best epoch (kept in memory, CPU).
     """
     rows: List[Dict] = field(default_factory=list)
@@ -53,6 +59,10 @@ class History:
     trainable: int = 0
     seconds: float = 0.0
     cached_features: bool = False
+    base_lr: Optional[float] = None
+    lr_search: Optional[Any] = None
+    warnings: List[str] = field(default_factory=list)
+    loss_at_init: Optional[float] = None
     best_state: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -141,6 +151,13 @@ def train(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig
     return _finish(run)
 
 
+def find_base_lr(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig] = None, *,
+                 grid=None, progress: bool = False) -> LRSearch:
+    """``TrainConfig(base_lr="auto")`` on its own: short runs of ``train`` pick base_lr on validation
+    accuracy (see ``lr_search.py``); the model's trainable tensors are left as they were."""
+    return search_base_lr(model, train_data, val_data, cfg, train, grid=grid, progress=progress)
+
+
 def _check_inputs(model: nn.Module, train_data, val_data, cfg: TrainConfig) -> int:
     """Fail before any work on a bad call; returns the number of training examples."""
     if not isinstance(cfg, TrainConfig):
@@ -174,11 +191,16 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
     cfg = cfg or TrainConfig()
     n_train = _check_inputs(model, train_data, val_data, cfg)
     method = getattr(model, "method", "vpt")
+    search = None
+    if cfg.base_lr == "auto":  # short runs on a validation split pick it (lr_search.py)
+        search = find_base_lr(model, train_data, val_data, cfg)
+        cfg = cfg.replace(base_lr=search.best)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device)
-    hist = History(method=method, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    hist = History(method=method, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   lr_search=search)
 
     # Fast path: frozen features + head only -> compute features once (linear, mlp-k, fixed prompts)
     forward = model
@@ -191,6 +213,7 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
         forward = torch.compile(model)
 
     optimizer, peak_lr = make_optimizer(model, cfg, method)
+    hist.base_lr = peak_lr * 256 / cfg.batch_size
     steps_per_epoch = len(train_data) if isinstance(train_data, torch.utils.data.DataLoader) \
         else math.ceil(n_train / cfg.batch_size)
     should_stop = (stop.is_set if hasattr(stop, "is_set") else stop) or (lambda: False)
@@ -218,7 +241,11 @@ def _run_epochs(run: _Run) -> None:
         _track_best(run.model, run.hist, row, run.cfg)
         for cb in run.callbacks:
             cb("epoch", run.hist, run.model)
-    run.hist.status = "completed"
+    run.hist.status = "diverged" if _diverged(run.hist) else "completed"
+    if run.hist.status == "diverged":
+        run.hist.message = (f"diverged: the last epoch's training loss ({run.hist.rows[-1]['train_loss']:.3g}) is "
+                            f"above {SPIKE}x its start ({run.hist.loss_at_init:.3g}); lower base_lr "
+                            f"(now {run.hist.base_lr:.3g}) or use base_lr='auto'.")
 
 
 def _run_epoch(run: _Run, epoch: int) -> Optional[Dict]:
@@ -250,6 +277,9 @@ def _run_epoch(run: _Run, epoch: int) -> Optional[Dict]:
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
         hist.steps.append({"step": run.step, "epoch": epoch, "loss": loss.item()})
+        if hist.loss_at_init is None:
+            hist.loss_at_init = max(loss.item(), math.log(logits.shape[-1]))
+        _check_spike(hist)
         run.bar.update(1)
         run.bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         for cb in run.callbacks:
@@ -286,6 +316,25 @@ def _finish(run: _Run) -> History:
         except StopTraining:
             pass
     return hist
+
+
+SPIKE = 1.5  # a step loss above SPIKE x the loss at initialisation (about ln C) is reported
+
+
+def _check_spike(hist: History) -> None:
+    """Warn once when a step's loss exceeds SPIKE x the loss at initialisation (about ln C)."""
+    first, now = hist.loss_at_init, hist.steps[-1]["loss"]
+    if now > SPIKE * first and not any(w.startswith("loss spiked") for w in hist.warnings):
+        msg = (f"loss spiked to {now:.3g} at step {hist.steps[-1]['step']} (epoch {hist.steps[-1]['epoch']}), "
+               f"{now / first:.1f}x its start ({first:.3g}): the learning rate is probably too high for this "
+               f"backbone; try TrainConfig(base_lr='auto') or a smaller base_lr")
+        hist.warnings.append(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _diverged(hist: History) -> bool:
+    """The loss spiked and the last epoch still ended above SPIKE x where training started."""
+    return bool(hist.warnings and hist.rows and hist.rows[-1]["train_loss"] > SPIKE * hist.loss_at_init)
 
 
 def _track_best(model: nn.Module, hist: History, row: Dict, cfg: TrainConfig) -> None:

@@ -21,9 +21,14 @@ from ..methods.registry import (DEFAULT_BASE_LR, FALLBACK_BASE_LR, SGD_METHODS, 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def optimizer_kind(cfg: TrainConfig, method: str) -> str:
+    """"sgd" or "adamw": the config's choice, or the method spec's when it says "auto"."""
+    return optimizer_for(method) if cfg.optimizer == "auto" else cfg.optimizer
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, method: str):
     """SGD (momentum 0.9) or AdamW per the paper's recipe, at lr = base_lr * batch / 256."""
-    kind = optimizer_for(method) if cfg.optimizer == "auto" else cfg.optimizer
+    kind = optimizer_kind(cfg, method)
     dim = getattr(model, "embed_dim", 128)
     base_lr = cfg.base_lr if cfg.base_lr is not None else default_base_lr(method, kind, dim)
     lr = cfg.lr_for(base_lr)

@@ -1,0 +1,69 @@
+"""The offline suite's own reference results: the file, its cells, and the verdict on a new run.
+
+The numbers in ``assets/offline_reference.json`` come from ``python -m vpt_explore reference``
+(``training/reference_runs.py``): the paper's VTAB-1k protocol at laptop size on the default
+offline backbone (lr picked on train800 -> val200 by ``base_lr="auto"``, refit on train800val200
+with 3 seeds, test accuracy on 500 images), mean and sd over the seeds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ...errors import DataError, MissingFileError
+
+REFERENCE_FILE = Path(__file__).resolve().parents[2] / "assets" / "offline_reference.json"
+METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
+# structured tasks first: they are where the paper's VPT effects are largest
+TASK_ORDER = ("shapes-loc", "count", "textures", "mnist", "dist", "shapes-ori", "modality", "animal-mnist",
+              "digits", "faces")
+COMMAND = "python -m vpt_explore reference --seeds 3"
+
+
+def offline(path: Optional[os.PathLike] = None) -> Dict:
+    """The shipped offline reference: ``{"meta": {...}, "cells": [{task, method, mean, sd, test_acc, ...}]}``."""
+    path = Path(path or REFERENCE_FILE)
+    if not path.exists():
+        raise MissingFileError(f"offline reference file {str(path)!r} does not exist; regenerate it with "
+                               f"`{COMMAND}`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"offline reference file {str(path)!r} is corrupt (not JSON: {e}); restore it from git "
+                        f"or regenerate it with `{COMMAND}`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list) or "meta" not in data:
+        raise DataError(f"offline reference file {str(path)!r} lacks 'meta' and 'cells'; restore it from git or "
+                        f"regenerate it with `{COMMAND}`")
+    for i, c in enumerate(data["cells"]):
+        missing = {"task", "method", "mean", "sd", "test_acc"} - set(c)
+        if missing:
+            raise DataError(f"offline reference file {str(path)!r}: cell {i} lacks {sorted(missing)}")
+    return data
+
+
+def cell(task: str, method: str, path: Optional[os.PathLike] = None) -> Optional[Dict]:
+    """The reference cell of (task, method), or None when it has not been run yet."""
+    for c in offline(path)["cells"]:
+        if c["task"] == task and c["method"] == method:
+            return c
+    return None
+
+
+def group_means(path: Optional[os.PathLike] = None) -> Dict[str, Dict[str, float]]:
+    """{method: {group: mean over the group's tasks that were run}} of the offline reference."""
+    from ...data.registry import list_tasks
+    group = {t.name: t.group for t in list_tasks()}
+    acc: Dict[str, Dict[str, List[float]]] = {}
+    for c in offline(path)["cells"]:
+        acc.setdefault(c["method"], {}).setdefault(group.get(c["task"], "?"), []).append(c["mean"])
+    return {m: {g: round(statistics.fmean(v), 2) for g, v in gs.items()} for m, gs in acc.items()}
+
+
+def verdict(mine: Sequence[float], ref: Dict) -> str:
+    """'within' when the mean of ``mine`` (%) lies inside the reference mean +- max(2 sd, 2 points)."""
+    mean = statistics.fmean(mine)
+    band = max(2 * ref["sd"], 2.0)
+    return "within" if abs(mean - ref["mean"]) <= band else ("above" if mean > ref["mean"] else "below")

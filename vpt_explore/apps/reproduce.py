@@ -1,0 +1,98 @@
+"""``python -m vpt_explore reproduce`` and ``reference``: check one run against the offline reference.
+
+    python -m vpt_explore reproduce --task shapes-loc --method vpt-deep [--seeds 3]
+
+runs the reference protocol (``training/reference_runs.py``) for one cell and says whether its mean
+lies within the reference's spread (mean +- max(2 sd, 2 points)); when it does not, it lists the
+likely causes it can check: another backbone, another learning rate, fewer seeds, other splits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..analysis.reference.offline_runs import COMMAND, METHODS, TASK_ORDER, cell, offline, verdict
+from ..backbones import DEFAULT_BACKBONE, backbone_name, fingerprint, load_backbone
+from ..data.registry import list_tasks
+from ..errors import ConfigError, bad_choice
+from ..training.reference_runs import regenerate, run_protocol
+
+
+def _causes(vit, ref: Dict, result: Dict, seeds: int) -> List[str]:
+    """The likely causes ``reproduce`` can check when a result is outside the reference's spread."""
+    meta = offline()["meta"]
+    causes = []
+    if backbone_name(vit) != meta["backbone"] or fingerprint(vit) != meta["fingerprint"]:
+        causes.append(f"backbone: the reference used {meta['backbone']!r} (fingerprint {meta['fingerprint'][:8]}), "
+                      f"this run {backbone_name(vit)!r} ({fingerprint(vit)[:8]})")
+    if not math.isclose(result["base_lr"], ref["base_lr"], rel_tol=1e-6):
+        causes.append(f"learning rate: the search picked base_lr={result['base_lr']:g} here and "
+                      f"{ref['base_lr']:g} for the reference")
+    if seeds < len(ref["test_acc"]):
+        causes.append(f"seed spread: {seeds} seed(s) here vs {len(ref['test_acc'])} in the reference "
+                      f"(reference sd {ref['sd']:.1f})")
+    causes.append("split sizes and versions: the reference used " + json.dumps(meta["protocol"]) +
+                  f" on {meta['machine']}")
+    return causes
+
+
+def reproduce(task: str, method: str, seeds: int = 3, backbone: Optional[str] = None) -> Dict:
+    """Run the reference protocol for one cell and compare it with the shipped reference."""
+    names = [t.name for t in list_tasks()]
+    if task not in names:
+        raise bad_choice("task", task, names)
+    if method not in METHODS:
+        raise bad_choice("method", method, METHODS)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"seeds={seeds!r} must be an integer >= 1")
+    ref = cell(task, method)
+    vit = load_backbone(backbone or DEFAULT_BACKBONE)
+    result = run_protocol(task, method, vit, range(seeds))
+    out = {"result": result, "reference": ref, "verdict": None, "causes": []}
+    if ref is None:
+        print(f"{task} / {method}: {result['mean']:.1f} +- {result['sd']:.1f}; no reference cell yet "
+              f"(regenerate with `{COMMAND} --tasks {task} --methods {method}`)")
+        return out
+    out["verdict"] = verdict(result["test_acc"], ref)
+    print(f"{task} / {method}: yours {result['mean']:.1f} +- {result['sd']:.1f} vs reference "
+          f"{ref['mean']:.1f} +- {ref['sd']:.1f} -> {out['verdict']} the reference's spread "
+          f"(mean +- max(2 sd, 2 points))")
+    if out["verdict"] != "within":
+        out["causes"] = _causes(vit, ref, result, seeds)
+        print("likely causes to check:\n" + "\n".join(f"  - {c}" for c in out["causes"]))
+    return out
+
+
+def main_reference(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vpt_explore reference",
+                                 description="regenerate the offline reference (resumable)")
+    ap.add_argument("--tasks", nargs="+", default=list(TASK_ORDER))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    names = [t.name for t in list_tasks()]
+    for t in a.tasks:
+        if t not in names:
+            raise bad_choice("--tasks", t, names)
+    for m in a.methods:
+        if m not in METHODS:
+            raise bad_choice("--methods", m, METHODS)
+    regenerate(a.backbone, a.tasks, a.methods, a.seeds, a.out)
+    return 0
+
+
+def main_reproduce(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m vpt_explore reproduce",
+                                 description="run the reference protocol for one task and method and compare")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--backbone", default=None)
+    a = ap.parse_args(argv)
+    out = reproduce(a.task, a.method, a.seeds, a.backbone)
+    return 0 if out["verdict"] in (None, "within") else 1
