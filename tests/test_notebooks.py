@@ -24,7 +24,8 @@ COLAB_URL = "https://colab.research.google.com/github/vpt-explore/vpt_explore/bl
 COLAB_GUARD = 'if "google.colab" in sys.modules:'
 # e.g. %pip install -q "vpt_explore[notebooks] @ git+https://github.com/vpt-explore/vpt_explore"
 COLAB_INSTALL = re.compile(r"^\s+%pip install .*git\+https://github\.com/vpt-explore/vpt_explore", re.M)
-FAST_LINE = 'FAST = os.environ.get("VPT_FAST") == "1"'
+PROFILE_LINE = 'PROFILE = None'
+PRECOMPUTED_LINE = 'PRECOMPUTED = os.environ.get("VPT_PRECOMPUTED") == "1"'
 CELL_TIMEOUT = 300
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -68,7 +69,7 @@ def test_notebook_is_colab_ready_with_fast_parameters(path):
 
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1, f"exactly one cell tagged 'parameters', found {len(params)}"
-    assert params[0].cell_type == "code" and FAST_LINE in params[0].source
+    assert params[0].cell_type == "code" and PROFILE_LINE in params[0].source and PRECOMPUTED_LINE in params[0].source
     assert nb.cells.index(setup[0]) < nb.cells.index(params[0]), "setup (imports os) before parameters"
 
 

@@ -239,12 +239,8 @@ def test_local_weights_file_stands_in_for_the_hub(fake_cuda, empty_caches, no_ne
 
 
 def test_cpu_profile_backbone_loads_offline():
-    profile = P.PROFILES["cpu"]
-    from vpt_explore.backbones.load import TINY_DINO_WEIGHTS
-    if not TINY_DINO_WEIGHTS.exists():  # until tiny-dino ships, the tiny backbone stands in
-        profile = profile.replace(backbone="tiny")
-    vit = profile.load_backbone()
-    assert vit.patch_embed.img_size == (32, 32)
+    vit = P.PROFILES["cpu"].load_backbone()
+    assert vit.vpt_name == "tiny-dino" and vit.patch_embed.img_size == (32, 32)
 
 
 # --------------------------------------------------------------------------- device and AMP

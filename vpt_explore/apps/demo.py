@@ -82,10 +82,10 @@ def _fastest_eval_model(model):
 
 def directions_text() -> str:
     """The offline reference next to the paper, or a line saying how to make the reference."""
-    from ..analysis.reference.compare import format_directions
+    from ..analysis.reference.findings import format_directions, format_targets
     from ..errors import VPTError
     try:
-        table = format_directions()
+        table = format_directions() + "\n\nIssue #16's targets on the offline reference:\n" + format_targets()
     except VPTError as e:
         return f"(no offline reference to compare with: {e})"
     return ("What the course teaches, measured: group means of the offline reference (VTAB-1k protocol, 3 seeds, "

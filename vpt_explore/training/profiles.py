@@ -360,6 +360,9 @@ def use_profile(name: Optional[str] = None, fallback: bool = True, *,
             raise ConfigError(f"profile='gpu' (set by {source}) cannot run here: " + "; ".join(missing))
         if missing:
             profile = _fall_back(missing)
+        elif profile.data == "vtab" and environ.get(ENV_VTAB):
+            from ..data.registry import register_vtab_folder
+            register_vtab_folder(environ[ENV_VTAB])  # so load_task("vtab/<task>") finds the profile's tasks
     if verbose:
         print(profile.summary())
     return profile

@@ -1,17 +1,19 @@
 """Reference results a run is compared with: the paper's numbers (``paper``), the offline suite's own
-3-seed reference (``offline``), and "your run" next to both (``compare``, ``format_compare``,
-``plot_compare``).
+3-seed reference (``offline``), "your run" next to both (``compare``, ``format_compare``,
+``plot_compare``), and the paper's findings checked on our numbers (``findings``).
 
     import vpt_explore as vx
     vx.reference.paper("vpt-deep", "structured")   # the paper's per-task numbers, each with its table
     vx.reference.offline()["cells"]                 # this package's reference runs
     vx.reference.plot_compare(rows)                 # your run vs the reference, a Figure
 """
-from .compare import PAPER_ANALOG, compare, format_compare, format_directions, gap_sentence, plot_compare
+from .compare import PAPER_ANALOG, compare, format_compare, plot_compare
+from .findings import format_directions, format_reference_markdown, format_targets, gap_sentence, targets
 from .offline_runs import METHODS, TASK_ORDER, cell, group_means, offline, verdict
-from .paper_numbers import (PaperNumber, check_group_means, paper, paper_group_means, paper_headline, paper_headlines,
-                    paper_methods, paper_value)
+from .paper_numbers import (PaperNumber, check_group_means, paper, paper_group_means, paper_headline,
+                            paper_headlines, paper_methods, paper_value)
 
-__all__ = ["PAPER_ANALOG", "compare", "format_compare", "format_directions", "gap_sentence", "plot_compare", "METHODS", "TASK_ORDER", "cell",
+__all__ = ["PAPER_ANALOG", "compare", "format_compare", "plot_compare", "format_directions", "gap_sentence",
+           "format_targets", "targets", "format_reference_markdown", "METHODS", "TASK_ORDER", "cell",
            "group_means", "offline", "verdict", "PaperNumber", "check_group_means", "paper", "paper_group_means",
            "paper_headline", "paper_headlines", "paper_methods", "paper_value"]

@@ -62,14 +62,14 @@ def compare(yours: Optional[Sequence[Dict]] = None, tasks: Optional[Sequence[str
 def format_compare(yours: Optional[Sequence[Dict]] = None, **kw) -> str:
     """``compare`` as a text table (what a notebook or the demo prints)."""
     rows = compare(yours, **kw)
-    head = (f"{'task':<12}{'method':<13}{'yours':>7}{'reference (3 seeds)':>21}  {'verdict':<8}"
+    head = (f"{'task':<14}{'method':<13}{'yours':>7}{'reference (3 seeds)':>21}  {'verdict':<8}"
             f"{'paper, ViT-B/16 on':>20}")
     lines = [head, "-" * len(head)]
     for r in rows:
         y = f"{r['yours']:.1f}" if r["yours"] is not None else "-"
         ref = f"{r['ref_mean']:.1f} +- {r['ref_sd']:.1f}" if r["ref_mean"] is not None else "not run yet"
         pap = f"{r['paper']:.1f} ({r['paper_task']})" if r["paper"] is not None else "-"
-        lines.append(f"{r['task']:<12}{r['method']:<13}{y:>7}{ref:>21}  {r['verdict'] or '-':<8}{pap:>20}")
+        lines.append(f"{r['task']:<14}{r['method']:<13}{y:>7}{ref:>21}  {r['verdict'] or '-':<8}{pap:>20}")
     lines.append("reference: this package's offline suite, default backbone, VTAB-1k protocol; verdict: within "
                  "mean +- max(2 sd, 2 points). paper: the VTAB task each offline task imitates (Table 1), "
                  "a different backbone and data: compare directions, not values.")
@@ -104,70 +104,3 @@ def plot_compare(yours: Optional[Sequence[Dict]] = None, title: str = "Your run 
               frameon=False)
     return fig
 
-
-DIRECTION_METHODS = ("linear", "vpt-shallow", "vpt-deep", "full")
-GROUPS = ("natural", "specialized", "structured")
-
-
-def format_directions(path=None) -> str:
-    """Group means of the offline reference next to the paper's (Table 1), and the gaps that carry
-    the paper's findings: VPT-deep - linear, VPT-deep - VPT-shallow, VPT-deep - full."""
-    from .offline_runs import group_means
-    from .paper_numbers import paper_group_means
-    ours, paper = group_means(path), paper_group_means()
-
-    def val(table, m, g):
-        return table.get(m, {}).get(g)
-
-    def fmt(v, signed=False):
-        return f"{'-':>8}" if v is None else (f"{v:>+8.1f}" if signed else f"{v:>8.1f}")
-
-    head = f"{'':<22}" + "".join(f"{g[:8]:>8}" for g in GROUPS) + "   |" + "".join(f"{g[:8]:>8}" for g in GROUPS)
-    lines = [f"{'':<22}{'offline reference (3 seeds)':>24}   |{'paper, ViT-B/16 (Table 1)':>24}", head, "-" * len(head)]
-    for m in DIRECTION_METHODS:
-        lines.append(f"{m:<22}" + "".join(fmt(val(ours, m, g)) for g in GROUPS) + "   |" +
-                     "".join(fmt(val(paper, m, g)) for g in GROUPS))
-    for a, b in (("vpt-deep", "linear"), ("vpt-deep", "vpt-shallow"), ("vpt-deep", "full")):
-        gap = lambda t, g: None if val(t, a, g) is None or val(t, b, g) is None else val(t, a, g) - val(t, b, g)
-        lines.append(f"{a + ' - ' + b:<22}" + "".join(fmt(gap(ours, g), True) for g in GROUPS) + "   |" +
-                     "".join(fmt(gap(paper, g), True) for g in GROUPS))
-    return "\n".join(lines)
-
-
-def gap_sentence(a: str, b: str, task: Optional[str] = None, group: Optional[str] = None, path=None) -> str:
-    """One sentence, with its numbers, comparing methods ``a`` and ``b`` in the offline reference.
-
-    Notebooks print these instead of writing findings into markdown, so a sentence can never
-    disagree with the shipped numbers. Give a ``task`` (mean +- sd over seeds) or a ``group`` (mean
-    over the group's tasks that were run); with a VTAB analog, the paper's numbers follow.
-    """
-    from ...errors import ConfigError
-    from .offline_runs import cell, group_means
-    from .paper_numbers import paper_group_means, paper_value
-    if (task is None) == (group is None):
-        raise ConfigError("gap_sentence needs exactly one of task= or group=")
-    if task is not None:
-        ca, cb = cell(task, a, path), cell(task, b, path)
-        if ca is None or cb is None:
-            return f"On {task}, the offline reference has no {a if ca is None else b} run yet."
-        gap = ca["mean"] - cb["mean"]
-        text = (f"On {task}, {a} scores {ca['mean']:.1f} +- {ca['sd']:.1f}% and {b} {cb['mean']:.1f} +- "
-                f"{cb['sd']:.1f}% (offline reference, {len(ca['test_acc'])} seeds): {gap:+.1f} points.")
-        analog = PAPER_ANALOG.get(task)
-        try:
-            pa, pb = paper_value(a, analog), paper_value(b, analog)
-            text += f" Paper, ViT-B/16 on {analog}: {pa:.1f} vs {pb:.1f} ({pa - pb:+.1f})."
-        except Exception:  # no analog task, or the paper has no number for one of the methods
-            pass
-        return text
-    ours = group_means(path)
-    ga, gb = ours.get(a, {}).get(group), ours.get(b, {}).get(group)
-    if ga is None or gb is None:
-        return f"In the {group} group, the offline reference has no {a if ga is None else b} run yet."
-    text = (f"In the {group} group, {a} averages {ga:.1f}% and {b} {gb:.1f}% over the tasks run (offline "
-            f"reference): {ga - gb:+.1f} points.")
-    pg = paper_group_means()
-    if group in pg.get(a, {}) and group in pg.get(b, {}):
-        text += (f" Paper, ViT-B/16 (Table 1): {pg[a][group]:.1f} vs {pg[b][group]:.1f} "
-                 f"({pg[a][group] - pg[b][group]:+.1f}).")
-    return text
