@@ -74,7 +74,12 @@ def main_reference(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--markdown", action="store_true", help="print the README block of the shipped reference; run nothing")
     a = ap.parse_args(argv)
+    if a.markdown:
+        from ..analysis.reference.findings import readme_block
+        print(readme_block(a.out))
+        return 0
     names = [t.name for t in list_tasks()]
     for t in a.tasks:
         if t not in names:

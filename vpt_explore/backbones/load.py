@@ -52,10 +52,10 @@ def _tiny_vit() -> nn.Module:
     return vit
 
 
-def _tiny_dino_vit() -> nn.Module:
+def _tiny_dino_vit(img_size: int = 32) -> nn.Module:
     import timm
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY_DINO_ARGS)
-    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, 32, 32), mean=TINY_MEAN, std=TINY_STD,
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **dict(TINY_DINO_ARGS, img_size=img_size))
+    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, img_size, img_size), mean=TINY_MEAN, std=TINY_STD,
                               num_classes=0, tag="vpt_explore-dinov2-distilled")
     return vit
 

@@ -8,12 +8,13 @@
     vx.reference.plot_compare(rows)                 # your run vs the reference, a Figure
 """
 from .compare import PAPER_ANALOG, compare, format_compare, plot_compare
-from .findings import format_directions, format_reference_markdown, format_targets, gap_sentence, targets
-from .offline_runs import METHODS, TASK_ORDER, cell, group_means, offline, verdict
+from .findings import (format_directions, format_reference_markdown, format_targets, gap_sentence, readme_block,
+                       targets)
+from .offline_runs import METHODS, TASK_ORDER, cell, complete_tasks, group_means, offline, verdict
 from .paper_numbers import (PaperNumber, check_group_means, paper, paper_group_means, paper_headline,
                             paper_headlines, paper_methods, paper_value)
 
 __all__ = ["PAPER_ANALOG", "compare", "format_compare", "plot_compare", "format_directions", "gap_sentence",
-           "format_targets", "targets", "format_reference_markdown", "METHODS", "TASK_ORDER", "cell",
+           "format_targets", "targets", "format_reference_markdown", "readme_block", "METHODS", "TASK_ORDER", "cell", "complete_tasks",
            "group_means", "offline", "verdict", "PaperNumber", "check_group_means", "paper", "paper_group_means",
            "paper_headline", "paper_headlines", "paper_methods", "paper_value"]

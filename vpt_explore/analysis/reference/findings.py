@@ -150,7 +150,7 @@ def format_reference_markdown(path=None) -> str:
     tasks.sort(key=lambda t: GROUPS.index(group[t]) if group.get(t) in GROUPS else 9)
     g = group_means(path)
     head = "| method | " + " | ".join(f"{t} ({group[t][:4]}.)" for t in tasks) + " | " + \
-        " | ".join(f"**{grp}**" for grp in GROUPS) + " | trainable |"
+        " | ".join(f"**{grp}**" for grp in GROUPS) + " | trainable (first task) |"
     lines = [head, "|" + "---|" * (len(tasks) + len(GROUPS) + 2)]
     for m in METHODS:
         cells = [by.get((t, m)) for t in tasks]
@@ -161,3 +161,21 @@ def format_reference_markdown(path=None) -> str:
                      + " | " + " | ".join(f"{g[m][grp]:.1f}" if grp in g.get(m, {}) else "-" for grp in GROUPS)
                      + f" | {tr:,} |")
     return "\n".join(lines)
+
+
+def readme_block(path=None) -> str:
+    """The README's "offline reference" block, made from the shipped file (a test keeps them equal)."""
+    from .offline_runs import complete_tasks, offline
+    meta = offline(path)["meta"]
+    p = meta["protocol"]
+    return "\n".join([
+        f"Backbone `{meta['backbone']}` (fingerprint `{meta['fingerprint'][:12]}`), VTAB-1k protocol: "
+        f"`base_lr` picked by `base_lr='auto'` on train800 -> val200, refit on train800val200 for "
+        f"{p['epochs']} epochs (batch {p['batch_size']}, p={p['length']}, weight decay {p['weight_decay']}) with "
+        f"seeds {meta['seeds']}, test accuracy (%) on 500 images, mean ± sd over the seeds; "
+        f"{meta['machine']}. Regenerate (resumable): `{meta['command']}`. A dash is a cell not run yet; "
+        f"group means (bold) count only the tasks on which every method has run ({', '.join(complete_tasks(path))}).",
+        "", format_reference_markdown(path), "",
+        "Group means next to the paper's (Table 1, ViT-B/16 on VTAB-1k):", "", "```",
+        format_directions(path), "```", "", "Issue #16's targets, checked on these numbers:", "", "```",
+        format_targets(path), "```"])

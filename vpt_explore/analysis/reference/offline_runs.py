@@ -52,13 +52,25 @@ def cell(task: str, method: str, path: Optional[os.PathLike] = None) -> Optional
     return None
 
 
+def complete_tasks(path: Optional[os.PathLike] = None) -> List[str]:
+    """The tasks on which every method of ``METHODS`` has been run (group means use only these)."""
+    cells = {(c["task"], c["method"]) for c in offline(path)["cells"]}
+    return [t for t in TASK_ORDER if all((t, m) in cells for m in METHODS)]
+
+
 def group_means(path: Optional[os.PathLike] = None) -> Dict[str, Dict[str, float]]:
-    """{method: {group: mean over the group's tasks that were run}} of the offline reference."""
+    """{method: {group: mean over the group's complete tasks}} of the offline reference.
+
+    Only tasks on which every method has been run count, so two methods' means always cover the
+    same tasks and their difference is a fair comparison.
+    """
     from ...data.registry import list_tasks
     group = {t.name: t.group for t in list_tasks()}
+    done = set(complete_tasks(path))
     acc: Dict[str, Dict[str, List[float]]] = {}
     for c in offline(path)["cells"]:
-        acc.setdefault(c["method"], {}).setdefault(group.get(c["task"], "?"), []).append(c["mean"])
+        if c["task"] in done:
+            acc.setdefault(c["method"], {}).setdefault(group.get(c["task"], "?"), []).append(c["mean"])
     return {m: {g: round(statistics.fmean(v), 2) for g, v in gs.items()} for m, gs in acc.items()}
 
 
