@@ -20,3 +20,16 @@ def test_seed_reaches_every_method(monkeypatch, method, has_length):
     with pytest.raises(_Built):
         demo.run(methods=(method,), tasks=("digits",), n_train=20, n_test=20, seed=7)
     assert seen.get("seed") == 7 and ("length" in seen) == has_length
+
+
+def test_reference_lr_comes_from_the_shipped_reference_else_auto():
+    from vpt_explore.analysis.reference import offline
+    c = offline()["cells"][0]
+    assert demo._reference_lr(c["task"], c["method"]) == c["base_lr"]
+    assert demo._reference_lr("faces", "no-such-method") == "auto"
+
+
+def test_demo_cli_rejects_a_bad_base_lr(capsys):
+    from vpt_explore.__main__ import main
+    assert main(["demo", "--base-lr", "fast"]) == 2
+    assert "--base-lr='fast'" in capsys.readouterr().err
