@@ -25,7 +25,7 @@ from ..config import PromptConfig
 from ..errors import ConfigError
 from . import checks, prompt_init, report
 from .prefix import prefix_train_features, uses_prefix_path
-from .prompt_init import PROMPT_PARAMS
+from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
 from .tokens import add_prompts, insert_prompts, split_tokens
 
 
