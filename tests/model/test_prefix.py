@@ -181,6 +181,25 @@ def test_multitask_refresh(vit):
         assert _max_diff(out[0], tasks["dogs"](images[:1])[0]) < TOL
 
 
+def test_multitask_prefix_cache_tracks_prompt_changes(vit):
+    """Like PrefixViT: the cached K/V rows notice changed prompts without a call to refresh()."""
+    tasks = _three_tasks(vit, length=3)
+    mt = MultiTaskVPT(vit, tasks, path="prefix").eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    ids = ["dogs", "birds", "dogs"]
+    with torch.no_grad():
+        before = mt(images, ids)
+        assert not mt.is_stale()
+        tasks["dogs"].prompts.add_(torch.randn_like(tasks["dogs"].prompts))
+        assert mt.is_stale()                            # it used to keep serving the old rows
+        after = mt(images, ids)
+        assert not mt.is_stale()
+        assert _max_diff(before[0], after[0]) > 1e-3 and _max_diff(before[1], after[1]) < TOL
+        for b, name in enumerate(ids):
+            assert _max_diff(after[b], tasks[name](images[b:b + 1])[0]) < TOL
+    assert not MultiTaskVPT(vit, tasks, path="token").eval().is_stale()  # no cache, never stale
+
+
 # ----------------------------------------------------------------- training through the prefix path
 def _grads(model, images):
     """Logits and the gradient of every trainable tensor of one (squared-logit) backward pass."""

@@ -13,32 +13,25 @@ touches widgets only by assigning trait values.
 """
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
-import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import ipywidgets as W
 
-from ..backbones.load import BACKBONES, list_backbones, load_backbone
-from ..methods.factory import METHODS, make_model
-from ..methods.registry import parse_method
+from ..backbones.load import BACKBONES, list_backbones
 from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
+from ..data.registry import list_tasks
 from ..errors import ConfigError, VPTError, bad_choice
-from ..data.registry import list_tasks, load_task
-from ..training.batches import evaluate
+from ..methods.factory import METHODS
+from .lab_results import curves_png, results_html
 from .lab_rules import snap
-from ..training.loop import train
+from .lab_runner import PROMPT_METHODS, LabRunner, run_title
 
-PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
 LAYER_CHOICES = ("shallow", "deep", "first-k", "last-k")
 PROMPT_FIELDS = ("layers", "k", "length", "location", "share", "pool")
 OPTIONS = {"batch_size": 32, "n_val": 200, "n_test": 500, "seed": 0, "device": "auto"}
-COLUMNS = ("#", "method", "config", "task", "backbone", "val acc", "test acc", "trainable", "seconds",
-           "status")
 
 
 def _look(width: str = "330px") -> Dict[str, Any]:
@@ -50,29 +43,6 @@ def _geometry(backbone: str) -> Tuple[int, int]:
     """(depth, number of patches) of a known backbone, without loading it."""
     info = BACKBONES[backbone]
     return info.depth, (info.resolution // info.patch) ** 2
-
-
-def _curves_png(hist, title: str) -> str:
-    """Loss per step and per epoch, accuracy per epoch, as a base64 PNG (pyplot-free, thread-safe)."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(8.0, 2.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    if hist.steps:
-        ax_loss.plot([s["step"] for s in hist.steps], [s["loss"] for s in hist.steps], lw=0.8, alpha=0.6,
-                     label="train (step)")
-    ends = {s["epoch"]: s["step"] for s in hist.steps}  # step at which each epoch ended
-    for split, style in (("train", "o-"), ("val", "s--")):
-        rows = [r for r in hist.rows if r.get(f"{split}_loss") is not None]
-        ax_loss.plot([ends.get(r["epoch"], 0) for r in rows], [r[f"{split}_loss"] for r in rows], style,
-                     ms=3, label=f"{split} (epoch)")
-        ax_acc.plot([r["epoch"] for r in rows], [r.get(f"{split}_acc") for r in rows], style, ms=3, label=split)
-    ax_loss.set(xlabel="step", ylabel="loss", title=title)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
-    for ax in (ax_loss, ax_acc):
-        ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class TrainingLab:
@@ -98,12 +68,10 @@ class TrainingLab:
         self.histories: List[Any] = []
         self.model = None
         self.steps_done = 0
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self.runner = LabRunner(self.options)   # caches, Stop event, background thread: no widgets
+        self._vits = self.runner.vits           # name -> loaded backbone
         self._syncing, self._batch = False, None
         self._notes, self._error, self._run_error = [], "", ""
-        self._vits: Dict[str, Any] = {}
-        self._data: Dict[tuple, Any] = {}
         self._build()
         self.set(**defaults)
 
@@ -145,7 +113,7 @@ class TrainingLab:
         self.status = W.Label(value="ready")
         self.message = W.HTML(value="")
         self.curves = W.Output(layout=W.Layout(min_height="60px"))
-        self.table = W.HTML(value=self._table_html())
+        self.table = W.HTML(value=results_html(self.results))
         run_box = W.VBox([c[n] for n in ("method", "backbone", "task", "train_size", "epochs", "auto_lr",
                                          "base_lr")])
         prompt_box = W.VBox([W.HTML("<b>Prompts</b> (Fig. 5 location, Fig. 6 length, Fig. 7 depth)")]
@@ -285,7 +253,7 @@ class TrainingLab:
     @property
     def running(self) -> bool:
         """True while a background run is in progress."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.runner.running
 
     def train(self, block: bool = False) -> Optional[Dict[str, Any]]:
         """Train with the current controls; with ``block=False`` in a background thread.
@@ -301,71 +269,35 @@ class TrainingLab:
         except VPTError:
             self._refresh(self._notes)  # shows the config error in red
             return None
-        self._stop.clear()
+        self.runner.stop.clear()
         self._show("", running=True)
         self.stop_button.disabled = False
         n_train = self.controls["train_size"].value
         if block:
             return self._run(spec, n_train, raise_unexpected=True)
-        self._thread = threading.Thread(target=self._run, args=(spec, n_train), daemon=True,
-                                        name="vpt-training-lab")
-        self._thread.start()
+        self.runner.start(self._run, spec, n_train)
         return None
 
     def stop(self) -> None:
         """Ask the running training to stop after the current step (keeps the trained weights)."""
-        self._stop.set()
+        self.runner.stop.set()
         self.status.value = "stopping..."
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait for a background run to end; True when none is running any more."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return not thread or not thread.is_alive()
-
-    def _dataset(self, task: str, split: str, backbone: str, vit, n: Optional[int]):
-        key = (task, split, backbone, n, self.options["seed"])
-        if key not in self._data:
-            self._data[key] = load_task(task, split, vit, n=n, seed=self.options["seed"])
-        return self._data[key]
+        return self.runner.wait(timeout)
 
     def _run(self, spec, n_train: int, raise_unexpected: bool = False) -> Optional[Dict[str, Any]]:
-        """One run: load (cached), build, train, evaluate on test, add a row. Errors go to the panel."""
-        method, prompt, tcfg, task, backbone = spec
-        label = prompt.short_name() if method in PROMPT_METHODS else "-"
-        title = f"{method} {label}" if label != "-" else method
+        """One run (``LabRunner.run``), shown in the panel: a row, curves, status. Errors go to the panel."""
+        title = run_title(spec[0], spec[1])
         try:
-            self.status.value = f"loading {backbone} and {task}..."
-            if backbone not in self._vits:
-                self._vits[backbone] = load_backbone(backbone)
-            vit = self._vits[backbone]
-            data = [self._dataset(task, split, backbone, vit, n) for split, n in
-                    (("train", n_train), ("val", self.options["n_val"]),
-                     ("test", self.options["n_test"]))]
-            model = make_model(method, vit, data[0].num_classes, seed=tcfg.seed,
-                               prompt=prompt if method in PROMPT_METHODS else None)
-            self.model, self.steps_done = model, 0
-            self.progress.max = tcfg.epochs * math.ceil(len(data[0]) / tcfg.batch_size)
-            self.progress.value, self.curves.outputs = 0, ()
-            hist = train(model, data[0], data[1], tcfg, stop=self._stop,
-                         callbacks=[self._callback(title, tcfg.epochs)])
-            self.status.value = "evaluating on the test split..."
-            fast = model
-            if method == "vpt-deep":  # exact cached-K/V inference path when it applies
-                try:
-                    fast = model.eval().as_prefix()
-                except ConfigError:
-                    fast = model
-            test = evaluate(fast, data[2])
-            row = {"method": method, "config": label, "task": task, "backbone": backbone,
-                   "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
-                   "seconds": round(hist.seconds, 1), "status": hist.status}
+            row, hist = self.runner.run(spec, n_train, status=self._set_status, on_model=self._started,
+                                        callbacks=[self._callback(title, spec[2].epochs)])
             self.histories.append(hist)
             self.results.append(row)
-            self.table.value = self._table_html()
+            self.table.value = results_html(self.results)
             self._draw(hist, title)
-            self.status.value = f"{hist.status}: test acc {test['acc']:.3f} ({hist.seconds:.1f} s)"
+            self.status.value = f"{hist.status}: test acc {row['test_acc']:.3f} ({hist.seconds:.1f} s)"
             self._run_error = "" if hist.status in ("completed", "stopped") else hist.message
             return row
         except VPTError as e:
@@ -375,11 +307,19 @@ class TrainingLab:
             if raise_unexpected:
                 raise
         finally:
-            if threading.current_thread() is self._thread:
-                self._thread = None  # this run is over: Train can start the next one
+            self.runner.finished()  # a background run is over: Train can start the next one
             self.stop_button.disabled = True
             self._show()
         return None
+
+    def _set_status(self, text: str) -> None:
+        self.status.value = text
+
+    def _started(self, model, total_steps: int) -> None:
+        """The run's model is built: keep it (Stop keeps its weights) and reset progress and curves."""
+        self.model, self.steps_done = model, 0
+        self.progress.max = total_steps
+        self.progress.value, self.curves.outputs = 0, ()
 
     def _callback(self, title: str, epochs: int):
         """A vx.train callback: progress and status every 0.5 s, curves every epoch (or 2 s)."""
@@ -400,22 +340,9 @@ class TrainingLab:
         return on_event
 
     def _draw(self, hist, title: str) -> None:
-        png = _curves_png(hist, title)
+        png = curves_png(hist, title)
         self.curves.outputs = ({"output_type": "display_data", "metadata": {},
                                 "data": {"image/png": png, "text/plain": "<training curves>"}},)
-
-    def _table_html(self) -> str:
-        def fmt(r: Dict[str, Any], key: str) -> str:
-            x = r.get(key)
-            return "-" if x is None else f"{x:.3f}" if key.endswith("acc") else (
-                f"{x:,}" if key == "trainable" else str(x))
-        head = "".join(f"<th style='padding:2px 8px;text-align:left'>{c}</th>" for c in COLUMNS)
-        keys = ("method", "config", "task", "backbone", "val_acc", "test_acc", "trainable", "seconds", "status")
-        body = "".join("<tr>" + f"<td style='padding:2px 8px'>{i}</td>" + "".join(
-            f"<td style='padding:2px 8px'>{html.escape(fmt(r, k))}</td>" for k in keys) + "</tr>"
-            for i, r in enumerate(self.results, 1))
-        return (f"<table class='vx-results' style='border-collapse:collapse;font-size:12px'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def training_lab(**defaults: Any) -> TrainingLab:

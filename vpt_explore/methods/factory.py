@@ -29,7 +29,8 @@ from torch import nn
 
 from ..config import PromptConfig, _check_int
 from ..errors import ConfigError, did_you_mean
-from ..model.prompted import PromptedViT, _check_backbone
+from ..model.checks import check_backbone
+from ..model.prompted import PromptedViT
 from .registry import MethodSpec, method_names, parse_method
 
 METHODS = method_names()  # the built-in methods; registered ones appear in registry.method_names()
@@ -56,7 +57,7 @@ def make_model(method: str, vit: nn.Module, num_classes: int, *, prompt: Optiona
         A PromptedViT with ``.method`` and ``.method_kwargs`` set.
     """
     spec, k = parse_method(method)
-    _check_backbone(vit)
+    check_backbone(vit)
     if prompt is not None and not isinstance(prompt, PromptConfig):
         raise ConfigError(f"prompt={prompt!r} must be a vx.PromptConfig (or None)")
     _check_int("reduction", reduction, 1)

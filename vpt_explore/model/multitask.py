@@ -15,7 +15,8 @@ from torch import nn
 
 from ..errors import ConfigError, DataError, bad_choice
 from .tokens import add_prompts, insert_prompts
-from .prefix import _check_eval, check_prefix_exact, prefix_block, prompt_kv_table
+from .prefix import (_check_eval, check_prefix_exact, kv_sources, kv_sources_changed, prefix_block,
+                     prompt_kv_table)
 
 __all__ = ["MultiTaskVPT"]
 
@@ -41,8 +42,9 @@ class MultiTaskVPT(nn.Module):
             K/V; exact only where ``PrefixViT`` is, see ``check_prefix_exact``) or ``"auto"``
             (prefix when exact, else token).
 
-    Inference only: call ``.eval()`` first; with the prefix path call ``refresh()`` after prompts
-    change.
+    Inference only: call ``.eval()`` first. With the prefix path every forward first checks that
+    the cached K/V rows still match each task's prompts and backbone weights (as ``PrefixViT``
+    does) and recomputes them (``refresh()``) if any changed.
 
     Raises:
         ConfigError: a task wraps another backbone, the tasks' setups differ (listed), a task uses
@@ -87,7 +89,8 @@ class MultiTaskVPT(nn.Module):
         self.path = path
         self.blocks: Tuple[int, ...] = ref["prompt blocks"]
         if path == "prefix":
-            self.register_buffer("kv", self._kv_table(), persistent=False)
+            self.register_buffer("kv", torch.empty(0), persistent=False)
+            self.refresh()
 
     # ----------------------------------------------------------------- helpers
     def _kv_table(self) -> torch.Tensor:
@@ -97,10 +100,16 @@ class MultiTaskVPT(nn.Module):
 
     @torch.no_grad()
     def refresh(self) -> "MultiTaskVPT":
-        """Recompute the cached K/V rows (prefix path) after prompts changed."""
+        """Recompute the cached K/V rows (prefix path) from the current prompts and weights."""
         if self.path == "prefix":
             self.kv = self._kv_table()
+            self._seen = [kv_sources(m, self.blocks) for m in self.tasks.values()]
         return self
+
+    def is_stale(self) -> bool:
+        """True when a task's prompts or the weights behind the cached K/V rows changed since ``refresh``."""
+        return self.path == "prefix" and any(
+            kv_sources_changed(seen, m, self.blocks) for seen, m in zip(self._seen, self.tasks.values()))
 
     def task_index(self, task_ids: TaskIds, batch: int) -> torch.Tensor:
         """Task names or indices (into ``self.names``) -> a LongTensor (B,) of task indices."""
@@ -142,6 +151,8 @@ class MultiTaskVPT(nn.Module):
         for m in self.tasks.values():
             _check_eval(m)
         ref.check_images(images)
+        if self.is_stale():                                          # prompts trained or edited since
+            self.refresh()
         idx = self.task_index(task_ids, images.shape[0]).to(images.device)
         x = self._embed(images, idx)
         n_p = 0

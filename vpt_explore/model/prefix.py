@@ -264,6 +264,34 @@ def prefix_train_features(model: nn.Module, images: torch.Tensor) -> torch.Tenso
     return model.vit.fc_norm(model.pool(x, 0))                          # x: (B, R+m, D) or (B, 1, D)
 
 
+# ----------------------------------------------------------------- cache staleness
+def _weights_key(model: nn.Module, blocks) -> tuple:
+    """(storage, version) of every backbone weight the cached rows of ``blocks`` are computed from."""
+    mods = [m for i in blocks for m in (model.vit.blocks[i].norm1, model.vit.blocks[i].attn)]
+    if hasattr(model, "pixel_prompts"):
+        mods.append(model.vit.patch_embed)
+    return tuple((t.data_ptr(), t._version) for m in mods for t in m.parameters())
+
+
+def _prompt_tensors(model: nn.Module) -> list:
+    return [getattr(model, n) for n in ("prompts", "pixel_prompts") if hasattr(model, n)]
+
+
+def kv_sources(model: nn.Module, blocks) -> tuple:
+    """What cached K/V rows of a PromptedViT were computed from: a copy of its prompts (compared by
+    value later) and the (storage, version) of the backbone weights they read (norm1, qkv, k_norm
+    of ``blocks``, the patch embedding for pixel prompts)."""
+    return [t.detach().clone() for t in _prompt_tensors(model)], _weights_key(model, blocks)
+
+
+def kv_sources_changed(seen: tuple, model: nn.Module, blocks) -> bool:
+    """True when ``model``'s prompts or weights differ from ``seen`` (a ``kv_sources`` result)."""
+    prompts, key = seen
+    now = _prompt_tensors(model)
+    return key != _weights_key(model, blocks) or len(now) != len(prompts) or \
+        any(a.shape != b.shape or not torch.equal(a.detach(), b) for a, b in zip(now, prompts))
+
+
 # ----------------------------------------------------------------- the module
 class PrefixViT(nn.Module):
     """Inference-only VPT-deep with prompts turned into cached key/value rows (exact).
@@ -293,29 +321,16 @@ class PrefixViT(nn.Module):
         self.refresh()
         self.train(False)
 
-    def _prompt_tensors(self) -> list:
-        return [getattr(self.model, n) for n in ("prompts", "pixel_prompts") if hasattr(self.model, n)]
-
-    def _weights_key(self) -> tuple:
-        """(storage, version) of every backbone weight the cached rows are computed from."""
-        mods = [m for i in self.blocks for m in (self.model.vit.blocks[i].norm1, self.model.vit.blocks[i].attn)]
-        if hasattr(self.model, "pixel_prompts"):
-            mods.append(self.model.vit.patch_embed)
-        return tuple((t.data_ptr(), t._version) for m in mods for t in m.parameters())
-
     @torch.no_grad()
     def refresh(self) -> "PrefixViT":
         """Recompute the cached K/V rows from the current prompts and backbone weights."""
         self.kv = prompt_kv_table(self.model).detach()              # (L, 2, H, p, hd)
-        self._seen = ([t.detach().clone() for t in self._prompt_tensors()], self._weights_key())
+        self._seen = kv_sources(self.model, self.blocks)
         return self
 
     def is_stale(self) -> bool:
         """True when the prompts or the weights behind the cached K/V rows changed since ``refresh``."""
-        prompts, key = self._seen
-        now = self._prompt_tensors()
-        return key != self._weights_key() or len(now) != len(prompts) or \
-            any(a.shape != b.shape or not torch.equal(a.detach(), b) for a, b in zip(now, prompts))
+        return kv_sources_changed(self._seen, self.model, self.blocks)
 
     @property
     def head(self) -> nn.Module:

@@ -15,7 +15,6 @@ Nothing of the ViT is copied or subclassed: ``self.vit`` is the timm model, froz
 from __future__ import annotations
 
 import copy
-import math
 from typing import Dict, Optional
 
 import torch
@@ -23,28 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import PromptConfig
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from . import checks, prompt_init, report
 from .prefix import prefix_train_features, uses_prefix_path
+from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
 from .tokens import add_prompts, insert_prompts, split_tokens
-
-_PROMPT_PARAMS = ("prompts", "pixel_prompts", "channel_prompts", "channel_weight")
-
-
-def xavier_bound(vit: nn.Module) -> float:
-    """v = sqrt(6 / (C * patch_h * patch_w + d)): the paper's uniform(-v, v) prompt init."""
-    ph, pw = vit.patch_embed.patch_size
-    in_chans = getattr(vit.patch_embed.proj, "in_channels", 3)
-    return math.sqrt(6.0 / (in_chans * ph * pw + vit.embed_dim))
-
-
-def _check_backbone(vit: nn.Module) -> None:
-    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "num_prefix_tokens", "embed_dim")
-    missing = [n for n in needed if not hasattr(vit, n)]
-    if missing:
-        raise ConfigError(
-            f"backbone {type(vit).__name__} is not a timm VisionTransformer (missing {missing}); "
-            f"build one with vx.load_backbone(...) or timm.create_model('vit_...')"
-        )
 
 
 class PromptedViT(nn.Module):
@@ -63,7 +45,7 @@ class PromptedViT(nn.Module):
                  num_classes: Optional[int] = None, *, init_data=None, freeze: bool = True,
                  seed: Optional[int] = None):
         super().__init__()
-        _check_backbone(vit)
+        checks.check_backbone(vit)
         cfg = cfg if cfg is not None else PromptConfig()
         if not isinstance(cfg, PromptConfig):
             raise ConfigError(f"cfg={cfg!r} must be a vx.PromptConfig")
@@ -76,7 +58,7 @@ class PromptedViT(nn.Module):
         self.prompt_slot = "before"  # "after": prompts after the patches (same logits, Sec. 3.2)
         self.train_path = "auto"     # "token": always train through forward_tokens (see forward_features)
         self._prefix_exact: Optional[bool] = None  # cached by prefix.uses_prefix_path
-        self._check_config_against_backbone(cfg)
+        checks.check_config_against_backbone(cfg, vit)
         if freeze:
             vit.requires_grad_(False)
 
@@ -91,111 +73,26 @@ class PromptedViT(nn.Module):
         self.head.requires_grad_(True)
         self.prompt_dropout = nn.Dropout(cfg.dropout)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._build_prompts(gen)
+        for name, param in prompt_init.build_prompts(vit, cfg, self.prompt_blocks, gen).items():
+            setattr(self, name, param)                  # prompts | pixel_prompts | channel_*
         if cfg.learn_cls:  # learning the [CLS] token == learning a delta added to it
             self.cls_delta = nn.Parameter(torch.zeros(1, 1, D))
         if cfg.init == "cls" and cfg.length > 0:
             self.init_from_class_means(init_data)
-        for name in _PROMPT_PARAMS:
+        for name in PROMPT_PARAMS:
             if hasattr(self, name) and cfg.fixed and name != "channel_weight":
                 getattr(self, name).requires_grad_(False)
 
     # ----------------------------------------------------------------- construction
-    def _check_config_against_backbone(self, cfg: PromptConfig) -> None:
-        vit = self.vit
-        if cfg.pool == "cls" and getattr(vit, "cls_token", None) is None:
-            raise ConfigError(
-                "pool='cls' needs a [CLS] token, but this backbone has none (class_token=False); "
-                "use pool='image'"
-            )
-        if cfg.learn_cls and getattr(vit, "cls_token", None) is None:
-            raise ConfigError("learn_cls=True needs a backbone with a [CLS] token; this one has none")
-        if cfg.location in ("prepend-pixel", "concat-channel"):
-            if not isinstance(getattr(vit.patch_embed, "proj", None), nn.Conv2d):
-                raise ConfigError(
-                    f"location={cfg.location!r} needs a convolutional patch embedding "
-                    f"(patch_embed.proj is {type(getattr(vit.patch_embed, 'proj', None)).__name__}); "
-                    f"use location='prepend' or 'add'"
-                )
-        if cfg.location == "add" and cfg.length not in (0, 1, self.num_patches):
-            raise ConfigError(
-                f"length={cfg.length} is not allowed with location='add': the prompt is added to the "
-                f"{self.num_patches} patch embeddings, so length must be 1 (one shared vector) or "
-                f"{self.num_patches} (one per patch)"
-            )
-
-    def _num_sets(self) -> int:
-        if self.cfg.share in ("inter", "all") or len(self.prompt_blocks) <= 1:
-            return 1
-        return len(self.prompt_blocks)
-
-    def _build_prompts(self, gen: Optional[torch.Generator]) -> None:
-        cfg, D = self.cfg, self.embed_dim
-        if cfg.length == 0:
-            return
-        S = self._num_sets()
-        n = 1 if cfg.share in ("intra", "all") else cfg.length  # stored vectors per set
-        v = xavier_bound(self.vit)
-
-        def uniform(*shape, bound):
-            return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
-
-        if cfg.location in ("prepend", "add"):
-            self.prompts = nn.Parameter(uniform(S, n, D, bound=v))  # (S, n, D)
-        elif cfg.location == "prepend-pixel":
-            C = self.vit.patch_embed.proj.in_channels
-            ph, pw = self.vit.patch_embed.patch_size
-            self.pixel_prompts = nn.Parameter(uniform(S, n, C, ph, pw, bound=1.0))  # (S, n, C, ph, pw)
-        else:  # concat-channel: c extra input channels and the widened projection's new kernel
-            C = self.vit.patch_embed.proj.in_channels
-            H, W = self.vit.patch_embed.img_size
-            ph, pw = self.vit.patch_embed.patch_size
-            self.channel_prompts = nn.Parameter(uniform(cfg.length, H, W, bound=1.0))  # (c, H, W)
-            # zero kernel: the widened projection reproduces the pretrained output at init
-            self.channel_weight = nn.Parameter(torch.zeros(D, cfg.length, ph, pw))
-
-    @torch.no_grad()
     def init_from_class_means(self, data) -> torch.Tensor:
-        """Fig. 13 [CLS]-prototype init: prompts = class means of the backbone's final [CLS].
-
-        Args:
-            data: a Dataset or DataLoader yielding (image, label).
-
-        Returns:
-            The (num_classes, D) prototype matrix that was copied into every prompt set.
-        """
-        if data is None:
-            raise ConfigError(
-                "init='cls' builds prompts from class means of [CLS] embeddings, so it needs data: "
-                "pass init_data=<Dataset or DataLoader> to PromptedViT, or use init='random'"
-            )
-        if self.cfg.length != self.num_classes:
-            raise ConfigError(
-                f"init='cls' makes one prompt per class, so length must equal num_classes="
-                f"{self.num_classes}, not length={self.cfg.length}"
-            )
-        loader = data if isinstance(data, torch.utils.data.DataLoader) else \
-            torch.utils.data.DataLoader(data, batch_size=64)
-        D, C = self.embed_dim, self.num_classes
-        sums, counts = torch.zeros(C, D), torch.zeros(C)
-        was_training = self.vit.training
-        self.vit.eval()
-        for images, labels in loader:
-            tokens = self.vit.forward_features(images.to(self.prompts.device))  # (B, R+m, D)
-            cls = tokens[:, 0].float().cpu()                                      # (B, D)
-            sums.index_add_(0, labels.long().cpu(), cls)
-            counts.index_add_(0, labels.long().cpu(), torch.ones(len(labels)))
-        self.vit.train(was_training)
-        if (counts == 0).any():
-            missing = (counts == 0).nonzero().flatten().tolist()
-            raise DataError(f"init='cls': classes {missing} have no examples in init_data")
-        protos = sums / counts[:, None]                                           # (C, D)
-        self.prompts.data.copy_(protos.expand_as(self.prompts))
-        return protos
+        """Fig. 13 [CLS]-prototype init: prompts = class means of the backbone's final [CLS]
+        (``data``: a Dataset or DataLoader of (image, label)); returns the (C, D) prototypes."""
+        return prompt_init.init_from_class_means(self, data)
 
     # ----------------------------------------------------------------- prompts
     def _set_index(self, block: int) -> int:
-        return 0 if self._num_sets() == 1 else self.prompt_blocks.index(block)
+        return 0 if prompt_init.num_prompt_sets(self.cfg, self.prompt_blocks) == 1 \
+            else self.prompt_blocks.index(block)
 
     def layer_prompts(self, i: int) -> Optional[torch.Tensor]:
         """The (p, D) prompt tokens fed at the input of block ``i`` (before dropout), or None.
@@ -239,19 +136,7 @@ class PromptedViT(nn.Module):
     # ----------------------------------------------------------------- forward
     def check_images(self, images: torch.Tensor) -> None:
         """Fail fast, before any compute, on a batch the backbone cannot take."""
-        pe = self.vit.patch_embed
-        C = getattr(pe.proj, "in_channels", None)
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise DataError(f"images must be a (B, C, H, W) tensor, got {shape}")
-        if C is not None and images.shape[1] != C:
-            raise DataError(f"images have {images.shape[1]} channels; this backbone expects {C} "
-                            f"(shape (B, {C}, {pe.img_size[0]}, {pe.img_size[1]}))")
-        strict = getattr(pe, "strict_img_size", True) and not getattr(pe, "dynamic_img_size", False)
-        if strict and tuple(images.shape[-2:]) != tuple(pe.img_size):
-            raise DataError(f"images are {images.shape[-2]}x{images.shape[-1]} pixels; this backbone "
-                            f"expects {pe.img_size[0]}x{pe.img_size[1]} (resize, or load the task "
-                            f"with this backbone so it matches)")
+        checks.check_images(self.vit, images)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Eq. (1): patches -> embeddings + position, with [CLS]/registers in front: (B, R+m, D)."""
@@ -353,40 +238,12 @@ class PromptedViT(nn.Module):
         return self
 
     # ----------------------------------------------------------------- reports
-    @staticmethod
-    def group_of(name: str) -> str:
-        """The report group of a parameter name: prompts, head, cls, backbone, adapter, ..."""
-        top = name.split(".")[0]
-        if top in _PROMPT_PARAMS or name.split(".")[-1] in _PROMPT_PARAMS:
-            return "prompts"
-        if top == "cls_delta":
-            return "cls"
-        if top == "vit":
-            return "adapter" if ".adapter." in name else "backbone"
-        return top
+    group_of = staticmethod(report.group_of)
 
     def parameter_report(self) -> Dict[str, object]:
-        """Trainable and total parameter counts, per group, and the share of the backbone.
-
-        Returns:
-            ``{"trainable": int, "total": int, "backbone": int, "percent": float,
-            "groups": {group: trainable count}}`` where percent = 100 * trainable non-head / backbone
-            (the paper's 0.04% / 0.53% for ViT-B p=50 count prompts only).
-        """
-        groups: Dict[str, int] = {}
-        trainable = total = backbone = 0
-        for name, p in self.named_parameters():
-            n = p.numel()
-            total += n
-            g = self.group_of(name)
-            if g == "backbone":
-                backbone += n
-            if p.requires_grad:
-                trainable += n
-                groups[g] = groups.get(g, 0) + n
-        tuned = trainable - groups.get("head", 0)
-        return {"trainable": trainable, "total": total, "backbone": backbone,
-                "percent": 100.0 * tuned / max(backbone, 1), "groups": groups}
+        """Trainable and total parameter counts per group, and the tuned share of the backbone
+        (``{"trainable", "total", "backbone", "percent", "groups"}``, see ``model.report``)."""
+        return report.parameter_report(self)
 
     # ----------------------------------------------------------------- files
     def save_prompts(self, path) -> "object":

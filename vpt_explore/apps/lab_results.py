@@ -1,0 +1,59 @@
+"""The training lab's results, as plain data and markup: one row per run, the HTML table, and the
+loss/accuracy curves as a PNG. No widget here; the panel assigns the strings to its widgets."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Dict, List
+
+COLUMNS = ("#", "method", "config", "task", "backbone", "val acc", "test acc", "trainable", "seconds",
+           "status")
+ROW_KEYS = ("method", "config", "task", "backbone", "val_acc", "test_acc", "trainable", "seconds", "status")
+
+
+def result_row(method: str, label: str, task: str, backbone: str, hist,
+               test: Dict[str, Any]) -> Dict[str, Any]:
+    """The results row of one finished run (``hist``: its ``vx.History``; ``test``: ``evaluate``'s dict)."""
+    return {"method": method, "config": label, "task": task, "backbone": backbone,
+            "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
+            "seconds": round(hist.seconds, 1), "status": hist.status}
+
+
+def _cell(row: Dict[str, Any], key: str) -> str:
+    x = row.get(key)
+    return "-" if x is None else f"{x:.3f}" if key.endswith("acc") else (
+        f"{x:,}" if key == "trainable" else str(x))
+
+
+def results_html(rows: List[Dict[str, Any]]) -> str:
+    """The results table: a header and one numbered line per row."""
+    head = "".join(f"<th style='padding:2px 8px;text-align:left'>{c}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + f"<td style='padding:2px 8px'>{i}</td>" + "".join(
+        f"<td style='padding:2px 8px'>{html.escape(_cell(r, k))}</td>" for k in ROW_KEYS) + "</tr>"
+        for i, r in enumerate(rows, 1))
+    return (f"<table class='vx-results' style='border-collapse:collapse;font-size:12px'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def curves_png(hist, title: str) -> str:
+    """Loss per step and per epoch, accuracy per epoch, as a base64 PNG (pyplot-free, thread-safe)."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8.0, 2.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    if hist.steps:
+        ax_loss.plot([s["step"] for s in hist.steps], [s["loss"] for s in hist.steps], lw=0.8, alpha=0.6,
+                     label="train (step)")
+    ends = {s["epoch"]: s["step"] for s in hist.steps}  # step at which each epoch ended
+    for split, style in (("train", "o-"), ("val", "s--")):
+        rows = [r for r in hist.rows if r.get(f"{split}_loss") is not None]
+        ax_loss.plot([ends.get(r["epoch"], 0) for r in rows], [r[f"{split}_loss"] for r in rows], style,
+                     ms=3, label=f"{split} (epoch)")
+        ax_acc.plot([r["epoch"] for r in rows], [r.get(f"{split}_acc") for r in rows], style, ms=3, label=split)
+    ax_loss.set(xlabel="step", ylabel="loss", title=title)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -1,0 +1,108 @@
+"""The training lab's runs, without widgets: load (cached), build, train, evaluate, one row.
+
+``LabRunner`` owns the caches (backbones, datasets), the Stop event handed to ``vx.train`` and the
+background thread; it reports through the callables it is given. ``TrainingLab`` builds the
+configs from its controls and shows what the runner reports.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..backbones.load import load_backbone
+from ..data.registry import load_task
+from ..errors import ConfigError
+from ..methods.factory import METHODS, make_model
+from ..methods.registry import parse_method
+from ..training.batches import evaluate
+from ..training.loop import train
+from .lab_results import result_row
+
+PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
+
+
+def run_label(method: str, prompt) -> str:
+    """The results table's "config" cell: the prompt setup's short name, or "-" without prompts."""
+    return prompt.short_name() if method in PROMPT_METHODS else "-"
+
+
+def run_title(method: str, prompt) -> str:
+    """The curves' title: method and prompt setup."""
+    label = run_label(method, prompt)
+    return f"{method} {label}" if label != "-" else method
+
+
+def inference_model(method: str, model):
+    """The model to evaluate: VPT-deep's exact cached-K/V path when it applies, else the model."""
+    if method == "vpt-deep":
+        try:
+            return model.eval().as_prefix()
+        except ConfigError:
+            return model
+    return model
+
+
+class LabRunner:
+    """One run at a time, in the caller's thread or a background one.
+
+    Args:
+        options: the lab's run options (``n_val``, ``n_test``, ``seed``, ...), read at each run.
+    """
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        self.options = options
+        self.vits: Dict[str, Any] = {}
+        self.data: Dict[tuple, Any] = {}
+        self.stop = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    @property
+    def running(self) -> bool:
+        """True while a background run is in progress."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, target: Callable, *args: Any) -> None:
+        """Run ``target(*args)`` in a daemon thread."""
+        self.thread = threading.Thread(target=target, args=args, daemon=True, name="vpt-training-lab")
+        self.thread.start()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait for a background run to end; True when none is running any more."""
+        thread = self.thread
+        if thread is not None:
+            thread.join(timeout)
+        return not thread or not thread.is_alive()
+
+    def finished(self) -> None:
+        """Called at the end of a run: a background run is over, so the next one may start."""
+        if threading.current_thread() is self.thread:
+            self.thread = None
+
+    def dataset(self, task: str, split: str, backbone: str, vit, n: Optional[int]):
+        key = (task, split, backbone, n, self.options["seed"])
+        if key not in self.data:
+            self.data[key] = load_task(task, split, vit, n=n, seed=self.options["seed"])
+        return self.data[key]
+
+    def run(self, spec: Tuple, n_train: int, *, status: Callable[[str], None],
+            on_model: Callable[[Any, int], None], callbacks: List[Callable]) -> Tuple[Dict[str, Any], Any]:
+        """Load, build, train and evaluate on test the run ``spec`` (``TrainingLab.config()``).
+
+        ``status`` gets progress sentences, ``on_model(model, total_steps)`` the model before it
+        trains, ``callbacks`` go to ``vx.train``. Returns (the results row, the ``vx.History``).
+        """
+        method, prompt, tcfg, task, backbone = spec
+        status(f"loading {backbone} and {task}...")
+        if backbone not in self.vits:
+            self.vits[backbone] = load_backbone(backbone)
+        vit = self.vits[backbone]
+        data = [self.dataset(task, split, backbone, vit, n) for split, n in
+                (("train", n_train), ("val", self.options["n_val"]), ("test", self.options["n_test"]))]
+        model = make_model(method, vit, data[0].num_classes, seed=tcfg.seed,
+                           prompt=prompt if method in PROMPT_METHODS else None)
+        on_model(model, tcfg.epochs * math.ceil(len(data[0]) / tcfg.batch_size))
+        hist = train(model, data[0], data[1], tcfg, stop=self.stop, callbacks=callbacks)
+        status("evaluating on the test split...")
+        test = evaluate(inference_model(method, model), data[2])
+        return result_row(method, run_label(method, prompt), task, backbone, hist, test), hist
