@@ -44,46 +44,42 @@ class BackboneInfo:
     note: str
 
 
-def _tiny_vit() -> nn.Module:
+def _tiny_arch(args: dict, tag: str, img_size: int = 32) -> nn.Module:
+    """The shipped 6-block, d=128 ViT architecture (random weights), with its input config."""
     import timm
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **TINY_ARGS)
-    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, 32, 32), mean=TINY_MEAN, std=TINY_STD,
-                              num_classes=10, tag="vpt_explore-fashion-mnist")
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **dict(args, img_size=img_size))
+    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, img_size, img_size), mean=TINY_MEAN, std=TINY_STD,
+                              num_classes=args["num_classes"], tag=tag)
     return vit
+
+
+def _tiny_vit() -> nn.Module:
+    return _tiny_arch(TINY_ARGS, "vpt_explore-fashion-mnist")
 
 
 def _tiny_dino_vit(img_size: int = 32) -> nn.Module:
-    import timm
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, **dict(TINY_DINO_ARGS, img_size=img_size))
-    vit.pretrained_cfg = dict(vit.pretrained_cfg, input_size=(3, img_size, img_size), mean=TINY_MEAN, std=TINY_STD,
-                              num_classes=0, tag="vpt_explore-dinov2-distilled")
-    return vit
+    return _tiny_arch(TINY_DINO_ARGS, "vpt_explore-dinov2-distilled", img_size)
+
+
+def _shipped(vit: nn.Module, name: str, weights: Path, rebuild: str, pretrained: bool) -> nn.Module:
+    """Load a shipped backbone's weights (a clear error naming the rebuild command when missing)."""
+    if pretrained:
+        if not weights.exists():
+            raise MissingFileError(f"the {name} backbone's weights {str(weights)!r} are missing; rebuild them with "
+                                   f"`python -m vpt_explore {rebuild}`")
+        load_weights_file(vit, weights)
+    vit.vpt_name = name
+    return vit.eval()
 
 
 def load_tiny_dino(pretrained: bool = True) -> nn.Module:
     """The default backbone: the tiny architecture distilled from DINOv2-S/14 (``pretrain_dino.py``)."""
-    vit = _tiny_dino_vit()
-    if pretrained:
-        if not TINY_DINO_WEIGHTS.exists():
-            raise MissingFileError(
-                f"the tiny-dino backbone's weights {str(TINY_DINO_WEIGHTS)!r} are missing; rebuild them with "
-                f"`python -m vpt_explore pretrain-dino`")
-        load_weights_file(vit, TINY_DINO_WEIGHTS)
-    vit.vpt_name = "tiny-dino"
-    return vit.eval()
+    return _shipped(_tiny_dino_vit(), "tiny-dino", TINY_DINO_WEIGHTS, "pretrain-dino", pretrained)
 
 
 def load_tiny(pretrained: bool = True) -> nn.Module:
     """The shipped tiny ViT, pretrained on Fashion-MNIST (``pretrained=False``: random init)."""
-    vit = _tiny_vit()
-    if pretrained:
-        if not TINY_WEIGHTS.exists():
-            raise MissingFileError(
-                f"the tiny backbone's weights {str(TINY_WEIGHTS)!r} are missing; rebuild them with "
-                f"`python -m vpt_explore pretrain-tiny`")
-        load_weights_file(vit, TINY_WEIGHTS)
-    vit.vpt_name = "tiny"
-    return vit.eval()
+    return _shipped(_tiny_vit(), "tiny", TINY_WEIGHTS, "pretrain-tiny", pretrained)
 
 
 def _load_timm(name: str, pretrained: bool, weights: Optional[str], **kwargs) -> nn.Module:
