@@ -7,17 +7,26 @@ import html
 import io
 from typing import Any, Dict, List
 
-COLUMNS = ("#", "method", "config", "task", "backbone", "val acc", "test acc", "trainable", "seconds",
-           "status")
-ROW_KEYS = ("method", "config", "task", "backbone", "val_acc", "test_acc", "trainable", "seconds", "status")
+# every setting that can differ between two runs has a column, so two rows never look alike when
+# their settings were not
+COLUMNS = ("#", "method", "config", "task", "backbone", "train imgs", "epochs", "base lr", "device", "val acc",
+           "test acc", "trainable", "seconds", "status")
+ROW_KEYS = ("method", "config", "task", "backbone", "n_train", "epochs", "base_lr", "device", "val_acc", "test_acc",
+            "trainable", "seconds", "status")
 
 
-def result_row(method: str, label: str, task: str, backbone: str, hist,
-               test: Dict[str, Any]) -> Dict[str, Any]:
-    """The results row of one finished run (``hist``: its ``vx.History``; ``test``: ``evaluate``'s dict)."""
-    return {"method": method, "config": label, "task": task, "backbone": backbone,
-            "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
-            "seconds": round(hist.seconds, 1), "status": hist.status}
+def result_row(method: str, label: str, task: str, backbone: str, hist, test: Dict[str, Any],
+               n_train: int = None, epochs: int = None, device: str = None) -> Dict[str, Any]:
+    """The results row of one finished run (``hist``: its ``vx.History``; ``test``: ``evaluate``'s dict).
+
+    A run that spiked or diverged says so in ``status`` with the History's one-line hint.
+    """
+    status = hist.status if not hist.warnings or hist.status != "completed" else "completed, loss spiked"
+    return {"method": method, "config": label, "task": task, "backbone": backbone, "n_train": n_train,
+            "epochs": epochs, "base_lr": None if hist.base_lr is None else float(f"{hist.base_lr:.3g}"),
+            "device": device, "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
+            "seconds": round(hist.seconds, 1), "status": status,
+            "hint": hist.message if hist.status == "diverged" else (hist.warnings[0] if hist.warnings else "")}
 
 
 def _cell(row: Dict[str, Any], key: str) -> str:
@@ -30,8 +39,8 @@ def results_html(rows: List[Dict[str, Any]]) -> str:
     """The results table: a header and one numbered line per row."""
     head = "".join(f"<th style='padding:2px 8px;text-align:left'>{c}</th>" for c in COLUMNS)
     body = "".join("<tr>" + f"<td style='padding:2px 8px'>{i}</td>" + "".join(
-        f"<td style='padding:2px 8px'>{html.escape(_cell(r, k))}</td>" for k in ROW_KEYS) + "</tr>"
-        for i, r in enumerate(rows, 1))
+        f"<td style='padding:2px 8px' title='{html.escape(r.get('hint', '') if k == 'status' else '')}'>"
+        f"{html.escape(_cell(r, k))}</td>" for k in ROW_KEYS) + "</tr>" for i, r in enumerate(rows, 1))
     return (f"<table class='vx-results' style='border-collapse:collapse;font-size:12px'>"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 

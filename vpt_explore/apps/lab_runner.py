@@ -105,4 +105,5 @@ class LabRunner:
         hist = train(model, data[0], data[1], tcfg, stop=self.stop, callbacks=callbacks)
         status("evaluating on the test split...")
         test = evaluate(inference_model(method, model), data[2])
-        return result_row(method, run_label(method, prompt), task, backbone, hist, test), hist
+        return result_row(method, run_label(method, prompt), task, backbone, hist, test, n_train=len(data[0]),
+                          epochs=tcfg.epochs, device=str(next(model.parameters()).device)), hist
