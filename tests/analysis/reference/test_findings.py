@@ -63,3 +63,17 @@ def test_readme_shows_the_shipped_reference_exactly():
     assert block, "README lacks the generated reference block"
     assert block.group(1) == findings.readme_block(), \
         "README's reference block is stale: run `python -m vpt_explore reference --markdown` and paste it"
+
+
+def test_readme_prose_matches_the_shipped_reference():
+    """The README's sentences about the reference, checked against it (update both together)."""
+    from vpt_explore.analysis.reference import cell, group_means, offline
+    text = README.read_text()
+    tasks = {c["task"] for c in offline()["cells"]}
+    pairs = [(cell(t, "vpt-deep"), cell(t, "linear")) for t in tasks]
+    gaps = [d["mean"] - lin["mean"] for d, lin in pairs if d and lin]
+    assert "VPT-deep stays within 4 points of a\nlinear probe on every task run" in text and max(map(abs, gaps)) <= 4
+    g = group_means()
+    assert "VPT-deep beats VPT-shallow on the structured group" in text
+    assert g["vpt-deep"]["structured"] > g["vpt-shallow"]["structured"]
+    assert g["full"]["structured"] - g["vpt-deep"]["structured"] > 20  # "full fine-tuning is far ahead"
