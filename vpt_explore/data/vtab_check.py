@@ -23,16 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .formats import VTAB_TASKS
 from ..errors import ConfigError, DataError, MissingFileError, bad_choice
 
 PathLike = Union[str, Path]
 # VTAB-1k task folder -> number of classes (paper Sec. 4.1 / App. A).
-VTAB_CLASSES: Dict[str, int] = {
-    "cifar": 100, "caltech101": 102, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37,
-    "svhn": 10, "sun397": 397, "patch_camelyon": 2, "eurosat": 10, "resisc45": 45,
-    "diabetic_retinopathy": 5, "clevr_count": 8, "clevr_dist": 6, "dmlab": 6, "kitti": 4,
-    "dsprites_loc": 16, "dsprites_ori": 16, "smallnorb_azi": 18, "smallnorb_ele": 9,
-}
+VTAB_CLASSES: Dict[str, int] = {task: n for task, (_, n) in VTAB_TASKS.items()}  # formats.VTAB_TASKS is the table
 VTAB_SPLITS: Dict[str, Optional[int]] = {"train800": 800, "val200": 200, "train800val200": 1000, "test": None}
 KNOWN_MANIFESTS = Path(__file__).parent / "assets" / "vtab_manifests.json"
 MANIFEST_FORMAT = "vpt_explore-vtab-manifest/1"

@@ -106,3 +106,14 @@ def cache_features(model: nn.Module, data, batch_size: int, device,
         feats.append(model.forward_features(x.to(device)).float())
         labels.append(torch.as_tensor(y).to(device))
     return torch.utils.data.TensorDataset(torch.cat(feats), torch.cat(labels))
+
+
+def _trainable_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _load_trainable(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)

@@ -24,9 +24,10 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingError
-from .batches import _check_labels, _length, batches, cache_features, evaluate, head_only
+from .batches import (_check_labels, _length, _load_trainable, _trainable_state, batches, cache_features, evaluate,
+                      head_only)
 from .lr_search import LRSearch, search_base_lr
-from .recipe import autocast, lr_at, make_optimizer, resolve_device
+from .recipe import SPIKE, autocast, lr_at, make_optimizer, resolve_device
 
 class StopTraining(Exception):
     """Raise from a callback to stop training cleanly (the History is still returned)."""
@@ -79,17 +80,6 @@ class History:
 
 
 # ------------------------------------------------------------------ the loop
-def _trainable_state(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_parameters() if v.requires_grad}
-
-
-def _load_trainable(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in state.items():
-            params[k].copy_(v)
-
-
 def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
     return tqdm(total=total, disable=not enabled, desc=desc, leave=False, dynamic_ncols=True)
@@ -316,9 +306,6 @@ def _finish(run: _Run) -> History:
         except StopTraining:
             pass
     return hist
-
-
-SPIKE = 1.5  # a step loss above SPIKE x the loss at initialisation (about ln C) is reported
 
 
 def _check_spike(hist: History) -> None:

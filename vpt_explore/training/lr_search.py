@@ -22,8 +22,8 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from .batches import _length, _tensors
-from .recipe import default_base_lr, optimizer_kind
+from .batches import _length, _load_trainable, _tensors, _trainable_state
+from .recipe import SPIKE, default_base_lr, optimizer_kind
 
 PAPER_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 ADAMW_SCALE = 1e-3          # the paper's AdamW runs use lrs about a thousand times smaller
@@ -31,7 +31,6 @@ SEARCH_EPOCHS = 3
 SEARCH_TRAIN = 400
 SEARCH_VAL = 200
 MIN_EXAMPLES = 20           # below this a train/val split of the training data is meaningless
-SPIKE = 1.5                 # a step loss above SPIKE x the loss at initialisation counts as a spike
 
 
 @dataclass
@@ -109,9 +108,9 @@ def search_base_lr(model: nn.Module, train_data, val_data, cfg: Optional[TrainCo
     tr, va = _split(train_data, val_data, cfg.seed)
     short = cfg.replace(base_lr=None, epochs=min(cfg.epochs, SEARCH_EPOCHS), progress=False, checkpoint=None,
                         batch_size=min(cfg.batch_size, len(tr)), warmup_epochs=min(cfg.warmup_epochs, 1.0))
-    start, t0, rows = _trainable(model), time.time(), []
+    start, t0, rows = _trainable_state(model), time.time(), []
     for lr in grid:
-        _restore(model, start)
+        _load_trainable(model, start)
         with warnings.catch_warnings():  # spikes are expected for the large candidates; the table shows them
             warnings.simplefilter("ignore", RuntimeWarning)
             hist = fit(model, tr, va, short.replace(base_lr=float(lr)))
@@ -121,19 +120,9 @@ def search_base_lr(model: nn.Module, train_data, val_data, cfg: Optional[TrainCo
                      "status": hist.status})
         if progress:
             print(f"  base_lr={lr:<8.4g} val {rows[-1]['val_acc']:.3f}  max loss/start {ratio:.2f}", flush=True)
-    _restore(model, start)
+    _load_trainable(model, start)
     calm = [r for r in rows if r["loss_ratio"] <= SPIKE and r["status"] == "completed"] or rows
     # best validation accuracy; ties go to the smaller (calmer) learning rate
     best = max(calm, key=lambda r: (round(r["val_acc"], 4), -r["base_lr"]))
     return LRSearch(best=best["base_lr"], rows=rows, seconds=time.time() - t0)
 
-
-def _trainable(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
-@torch.no_grad()
-def _restore(model: nn.Module, state: dict) -> None:
-    for k, v in model.named_parameters():
-        if k in state:
-            v.copy_(state[k])

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import ConfigError, bad_choice
+from .lr_search import PAPER_GRID as PAPER_LR_GRID  # App. A, per 256 images
 from .recipe import autocast  # the one autocast helper
 
 ROLES = ("natural", "specialized", "structured")
 AMPS = (None, "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)  # App. A, per 256 images
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm fetches from a timm/<name> repo
 # the paper's exact weights and the AugReg ones: either serves the "gpu" profile, whichever is cached

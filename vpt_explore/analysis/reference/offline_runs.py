@@ -54,8 +54,12 @@ def cell(task: str, method: str, path: Optional[os.PathLike] = None) -> Optional
 
 def complete_tasks(path: Optional[os.PathLike] = None) -> List[str]:
     """The tasks on which every method of ``METHODS`` has been run (group means use only these)."""
-    cells = {(c["task"], c["method"]) for c in offline(path)["cells"]}
-    return [t for t in TASK_ORDER if all((t, m) in cells for m in METHODS)]
+    return _complete(offline(path)["cells"])
+
+
+def _complete(cells: List[Dict]) -> List[str]:
+    done = {(c["task"], c["method"]) for c in cells}
+    return [t for t in TASK_ORDER if all((t, m) in done for m in METHODS)]
 
 
 def group_means(path: Optional[os.PathLike] = None) -> Dict[str, Dict[str, float]]:
@@ -66,9 +70,10 @@ def group_means(path: Optional[os.PathLike] = None) -> Dict[str, Dict[str, float
     """
     from ...data.registry import list_tasks
     group = {t.name: t.group for t in list_tasks()}
-    done = set(complete_tasks(path))
+    cells = offline(path)["cells"]  # read once
+    done = set(_complete(cells))
     acc: Dict[str, Dict[str, List[float]]] = {}
-    for c in offline(path)["cells"]:
+    for c in cells:
         if c["task"] in done:
             acc.setdefault(c["method"], {}).setdefault(group.get(c["task"], "?"), []).append(c["mean"])
     return {m: {g: round(statistics.fmean(v), 2) for g, v in gs.items()} for m, gs in acc.items()}
