@@ -22,7 +22,8 @@ def test_parse_method_returns_the_spec_and_k():
 
 def test_methods_list_and_defaults_are_unchanged():
     assert vx.METHODS == ("full", "linear", "partial-1", "mlp-3", "sidetune", "bias", "adapter",
-                          "vpt-shallow", "vpt-deep", "vpt+bias", "ensemble")
+                          "vpt-shallow", "vpt-deep", "vpt+bias", "ensemble", "pad-prompt", "fixed-patch",
+                          "random-patch", "conv-pad")
     assert registry.optimizer_for("vpt") == "sgd" and registry.optimizer_for("vpt+bias") == "adamw"
     assert parse_method("vpt-deep")[0].base_lr == registry.DEFAULT_BASE_LR["vpt"]
 

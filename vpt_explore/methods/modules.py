@@ -9,7 +9,11 @@ from torch import nn
 
 from ..config import PromptConfig
 from ..errors import ConfigError
+from ..model.conv_prompts import ConvPadPrompter, first_conv
+from ..model.input_prompted import InputPromptedModel, backbone_kind, input_size
+from ..model.pixel_prompts import FixedPatchPrompter, PadPrompter, RandomPatchPrompter
 from ..model.prompted import PromptedViT
+from ..model.swin_prompts import PromptedSwin
 
 
 class Adapter(nn.Module):
@@ -116,9 +120,49 @@ def _plain(backbone, num_classes, cfg, options) -> PromptedViT:
     return PromptedViT(backbone, cfg, num_classes, seed=options["seed"], freeze=True)
 
 
-def build_frozen(backbone, num_classes, cfg, k, options) -> PromptedViT:
-    """linear, vpt-shallow, vpt-deep: the backbone stays frozen; prompts (if any) and head train."""
+def build_frozen(backbone, num_classes, cfg, k, options) -> nn.Module:
+    """linear, vpt-shallow, vpt-deep: the backbone stays frozen; prompts (if any) and head train.
+
+    A ViT gets token prompts (PromptedViT), a Swin window prompts (PromptedSwin); a ConvNet has no
+    tokens, so only its linear probe is built here (``make_model`` refuses the prompt methods)."""
+    kind = backbone_kind(backbone)
+    if kind == "swin":
+        return PromptedSwin(backbone, cfg, num_classes, seed=options["seed"])
+    if kind == "convnet":
+        return InputPromptedModel(backbone, None, num_classes, cfg=cfg)
     return _plain(backbone, num_classes, cfg, options)
+
+
+def _input_prompted(backbone, num_classes, cfg, options, make) -> InputPromptedModel:
+    """A frozen backbone with the prompter ``make(p, (H, W), C, generator)`` on its input."""
+    gen = torch.Generator().manual_seed(options["seed"])
+    size = options.get("image_size") or input_size(backbone)
+    prompter = make(cfg.length, tuple(size), 3, gen)
+    return InputPromptedModel(backbone, prompter, num_classes, cfg=cfg)
+
+
+def build_pad_prompt(backbone, num_classes, cfg, k, options) -> InputPromptedModel:
+    """Bahng et al.'s pad prompter: a learned frame of width p added onto the image's border."""
+    return _input_prompted(backbone, num_classes, cfg, options, PadPrompter)
+
+
+def build_fixed_patch(backbone, num_classes, cfg, k, options) -> InputPromptedModel:
+    """Bahng et al.'s fixed patch: a learned p x p patch added at the top-left corner."""
+    return _input_prompted(backbone, num_classes, cfg, options, FixedPatchPrompter)
+
+
+def build_random_patch(backbone, num_classes, cfg, k, options) -> InputPromptedModel:
+    """Bahng et al.'s random patch: the p x p patch at a random place per image while training
+    (seeded by ``seed``), at the top-left corner in eval mode."""
+    return _input_prompted(backbone, num_classes, cfg, options,
+                           lambda *a: RandomPatchPrompter(*a, seed=options["seed"]))
+
+
+def build_conv_pad(backbone, num_classes, cfg, k, options) -> InputPromptedModel:
+    """VPT on ConvNets (Sec. 4.2): learned pixels of width p around the image (it grows by 2p)."""
+    bound = ConvPadPrompter.stem_bound(first_conv(backbone))
+    return _input_prompted(backbone, num_classes, cfg, options,
+                           lambda *a: ConvPadPrompter(*a[:3], bound=bound, generator=a[3]))
 
 
 def build_full(backbone, num_classes, cfg, k, options) -> PromptedViT:

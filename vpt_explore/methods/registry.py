@@ -48,6 +48,10 @@ class MethodSpec:
         layers: for prompt methods, the ``layers`` it forces ("shallow") or defaults to ("deep").
         dropout: the prompt dropout of its default PromptConfig.
         kwargs: the make_model options stored in a prompt file (e.g. ("reduction",)).
+        backbones: the backbone kinds it runs on (``model.input_prompted.KINDS``): ``"vit"`` (token
+            prompts, every method), ``"swin"`` (window prompts, linear, input prompts), ``"convnet"``.
+        input_prompt: the prompt is on the input image (pixel prompters, conv-pad): only
+            ``length`` (p, in pixels) and ``init`` of its PromptConfig are read.
     """
     name: str
     build: Callable
@@ -60,6 +64,8 @@ class MethodSpec:
     layers: Optional[str] = None
     dropout: float = 0.0
     kwargs: Tuple[str, ...] = ()
+    backbones: Tuple[str, ...] = ("vit",)
+    input_prompt: bool = False
 
     @property
     def base_lr(self) -> float:
@@ -71,19 +77,28 @@ class MethodSpec:
         return f"{self.name}-{self.example_k}" if self.takes_k else self.name
 
 
+ANY, TOKENS = ("vit", "swin", "convnet"), ("vit", "swin")
+_INPUT = dict(has_prompts=True, optimizer="sgd", layers="shallow", input_prompt=True)
 _BUILT_IN = (  # in the order of METHODS
     MethodSpec("full", m.build_full, tunes_backbone=True),
-    MethodSpec("linear", m.build_frozen, optimizer="sgd"),
+    MethodSpec("linear", m.build_frozen, optimizer="sgd", backbones=ANY),
     MethodSpec("partial", m.build_partial, tunes_backbone=True, takes_k=True, example_k=1),
     MethodSpec("mlp", m.build_mlp, optimizer="sgd", takes_k=True, example_k=3, k_max=8),
     MethodSpec("sidetune", m.build_sidetune, optimizer="sgd"),
     MethodSpec("bias", m.build_bias, tunes_backbone=True),
     MethodSpec("adapter", m.build_adapter, tunes_backbone=True, kwargs=("reduction",)),
-    MethodSpec("vpt-shallow", m.build_frozen, has_prompts=True, optimizer="sgd", layers="shallow"),
-    MethodSpec("vpt-deep", m.build_frozen, has_prompts=True, optimizer="sgd", layers="deep", dropout=0.1),
+    MethodSpec("vpt-shallow", m.build_frozen, has_prompts=True, optimizer="sgd", layers="shallow",
+               backbones=TOKENS),
+    MethodSpec("vpt-deep", m.build_frozen, has_prompts=True, optimizer="sgd", layers="deep", dropout=0.1,
+               backbones=TOKENS),
     MethodSpec("vpt+bias", m.build_bias, has_prompts=True, tunes_backbone=True, layers="deep", dropout=0.1),
     MethodSpec("ensemble", m.build_ensemble, has_prompts=True, optimizer="sgd", layers="deep", dropout=0.1,
                kwargs=("members",)),
+    # input prompts (beyond the plain ViT): p is a width in pixels; any frozen backbone
+    MethodSpec("pad-prompt", m.build_pad_prompt, **_INPUT, backbones=ANY),
+    MethodSpec("fixed-patch", m.build_fixed_patch, **_INPUT, backbones=ANY),
+    MethodSpec("random-patch", m.build_random_patch, **_INPUT, backbones=ANY),
+    MethodSpec("conv-pad", m.build_conv_pad, **_INPUT, backbones=("convnet",)),
 )
 _SPECS: Dict[str, MethodSpec] = {s.name: s for s in _BUILT_IN}
 
@@ -107,6 +122,11 @@ def unregister_method(name: str) -> None:
 def method_names() -> Tuple[str, ...]:
     """Every known method as written in METHODS (``partial-k`` / ``mlp-k`` shown with an example k)."""
     return tuple(s.label() for s in _SPECS.values())
+
+
+def methods_for(kind: str) -> Tuple[str, ...]:
+    """The methods (as written in METHODS) that run on a backbone kind: "vit", "swin" or "convnet"."""
+    return tuple(s.label() for s in _SPECS.values() if kind in s.backbones)
 
 
 def get_spec(name: str) -> Optional[MethodSpec]:

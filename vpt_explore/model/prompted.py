@@ -14,7 +14,6 @@ Nothing of the ViT is copied or subclassed: ``self.vit`` is the timm model, froz
 """
 from __future__ import annotations
 
-import copy
 from typing import Dict, Optional
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 from ..config import PromptConfig
 from ..errors import ConfigError
 from . import checks, prompt_init, report
+from .frozen import new_head
 from .prefix import prefix_train_features, uses_prefix_path
 from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
 from .tokens import add_prompts, insert_prompts, split_tokens
@@ -62,15 +62,7 @@ class PromptedViT(nn.Module):
         if freeze:
             vit.requires_grad_(False)
 
-        if num_classes is None:
-            self.head = copy.deepcopy(vit.head)
-            self.num_classes = getattr(vit, "num_classes", None)
-        else:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-                raise ConfigError(f"num_classes={num_classes!r} must be an integer >= 1")
-            self.head = nn.Linear(D, num_classes)
-            self.num_classes = num_classes
-        self.head.requires_grad_(True)
+        self.head, self.num_classes = new_head(vit.head, D, num_classes, getattr(vit, "num_classes", None))
         self.prompt_dropout = nn.Dropout(cfg.dropout)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         for name, param in prompt_init.build_prompts(vit, cfg, self.prompt_blocks, gen).items():
