@@ -49,7 +49,9 @@ def test_add_snaps_length_towards_the_users_move():
 def test_backbone_and_task_set_limits_that_clamp():
     values = dict(BASE, backbone="other", k=6)
     changes, limits, _ = snap(values, "backbone", "tiny", "other", depth=4, n_patches=196)
-    assert limits == {"k": 4, "length": 196} and changes == {"k": 4}
+    assert limits == {"k": 4, "length": 200} and changes == {"k": 4}   # the paper's longest p
+    changes, limits, _ = snap(values, "backbone", "tiny", "other", depth=4, n_patches=256)
+    assert limits == {"k": 4, "length": 256}                           # "add" needs p = patches
     values = dict(BASE, train_size=500)
     changes, limits, notes = snap(values, "task", None, "shapes-loc", **GEO, task_size=100)
     assert limits == {"train_size": 100} and changes == {"train_size": 100} and "set to 100" in notes[0]

@@ -1,4 +1,5 @@
 """The Training Lab panel without a browser: config mirroring, rules, runs and Stop (issue: widgets)."""
+import html
 import re
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_config_mirrors_the_widgets():
     c["auto_lr"].value = False
     c["base_lr"].value = 0.5
     method, prompt, tcfg, task, backbone = lab.config()
-    assert (method, task, backbone) == ("vpt-deep", "digits", "tiny")
+    assert (method, task, backbone) == ("vpt-deep", "digits", vx.backbones.DEFAULT_BACKBONE)
     assert prompt == vx.PromptConfig(length=7, layers=(4, 5), location="prepend-pixel", share="inter", pool="image")
     assert (tcfg.epochs, tcfg.batch_size, tcfg.base_lr) == (3, 32, pytest.approx(0.5))
     c["layers"].value = "first-k"
@@ -59,7 +60,7 @@ def test_config_mirrors_the_widgets():
     c["layers"].value = "shallow"  # vpt+bias keeps its method; shallow = prompts at block 0 only
     assert lab.config()[0] == "vpt+bias" and lab.config()[1].layers == (0,)
     assert c["k"].max == 6
-    if "dinov2-s14-offline" in c["backbone"].options:  # 12 blocks; nothing is loaded until Train
+    if "dinov2-s14-offline" in [value for _, value in c["backbone"].options]:  # 12 blocks; loaded at Train
         c["backbone"].value = "dinov2-s14-offline"
         assert c["k"].max == 12 and lab.config()[4] == "dinov2-s14-offline"
     assert lab.message.value.count("b00020") == 0  # no red error so far
@@ -169,7 +170,7 @@ def test_stop_ends_a_background_run_and_keeps_the_trained_weights():
     assert lab.running and lab.train_button.disabled and not lab.stop_button.disabled
     assert wait_until(lambda: lab.steps_done >= 3), "training did not start"
     model = lab.model
-    fresh = vx.make_model("vpt-deep", lab._vits["tiny"], 8, prompt=lab.config()[1], seed=0)
+    fresh = vx.make_model("vpt-deep", lab._vits[vx.backbones.DEFAULT_BACKBONE], 8, prompt=lab.config()[1], seed=0)
     lab.stop_button.click()
     assert lab.wait(60), "Stop did not end the run"
     row, hist = lab.results[-1], lab.histories[-1]
@@ -183,3 +184,56 @@ def test_stop_ends_a_background_run_and_keeps_the_trained_weights():
 def test_training_lab_returns_the_panel():
     lab = training_lab(**TINY)
     assert isinstance(lab, TrainingLab) and lab.widget.children
+
+
+def test_device_and_backbone_choices_show_what_this_machine_can_run(monkeypatch, tmp_path):
+    from vpt_explore.apps import lab_runner
+    lab = TrainingLab(probe_network=False)
+    c = lab.controls
+    assert c["backbone"].value == vx.backbones.DEFAULT_BACKBONE
+    labels = dict(c["backbone"].options)
+    assert labels["tiny-dino (offline)"] == "tiny-dino" and labels["tiny (offline)"] == "tiny"
+    assert not any("hub" in label for label in labels)  # nothing cached, no network probe
+    assert list(c["device"].options)[:2] == ["auto", "cpu"]
+    assert ("cuda" in c["device"].options) == torch.cuda.is_available()
+    lab.set(device="cpu")
+    assert lab.config()[2].device == "cpu"
+    lab.set(device="tpu")  # not offered here: kept, and the message names the field and the choices
+    msg = html.unescape(lab.message.value)
+    assert c["device"].value == "cpu" and "device='tpu' is not allowed; choose one of 'auto', 'cpu'" in msg
+
+    # a hub backbone whose weights are in the local cache is listed beside the offline ones
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"")
+    monkeypatch.setattr(lab_runner, "cached_weights",
+                        lambda name: str(fake) if name == "vit_base_patch16_224.augreg_in21k" else None)
+    monkeypatch.setattr(lab_runner, "hub_reachable", lambda timeout=1.0: pytest.fail("probed the network"))
+    labels = dict(lab_runner.available_backbones(environ={"HF_HUB_OFFLINE": "1"}))
+    assert labels["vit_base_patch16_224.augreg_in21k (hub, cached)"] == "vit_base_patch16_224.augreg_in21k"
+    assert not any("orig_in21k" in label for label in labels)  # not cached, offline: not listed
+    monkeypatch.setattr(lab_runner, "hub_reachable", lambda timeout=1.0: True)
+    online = dict(lab_runner.available_backbones(environ={}))
+    assert "vit_base_patch16_224.orig_in21k (hub, downloads on first run)" in online
+
+
+def test_paper_setting_sets_the_papers_epochs_size_and_length():
+    lab = TrainingLab(probe_network=False, task="faces")  # 107 training images: the size is capped
+    lab.paper_button.click()
+    c = lab.controls
+    assert (c["epochs"].value, c["length"].value) == (100, 50)
+    assert c["train_size"].value == lab._task_sizes["faces"] < 800
+    assert "paper setting: 100 epochs" in lab.message.value
+    lab.set(task="shapes-loc")
+    lab.paper_setting()
+    assert c["train_size"].value == 800 and c["length"].max >= 200
+
+
+def test_results_show_training_throughput():
+    lab = TrainingLab(probe_network=False, **TINY, method="linear")
+    row = lab.train(block=True)
+    hist = lab.histories[0]
+    assert hist.rows[0]["images"] == TINY["train_size"] and hist.rows[0]["train_seconds"] > 0
+    assert row["images_per_s"] == pytest.approx(hist.images_per_s, rel=0.01) and row["images_per_s"] > 0
+    assert "img/s" in lab.table.value
+    out = lab.curves.outputs[0]["data"]
+    assert "width:100%" in out["text/html"] and out["image/png"] in out["text/html"]

@@ -17,20 +17,14 @@ from torch import nn
 
 from . import probes
 from ..errors import ConfigError, DataError, bad_choice, require_package
+from .theme import figure, finish, set_theme, theme  # noqa: F401 (vx.viz.set_theme)
 from .attributions import attributions, prompt_attributions  # re-exported: notebooks use vx.viz
 
 __all__ = ["reduce_2d", "separability", "collect_embeddings", "plot_embeddings",
            "plot_layer_embeddings", "plot_attention_shares", "plot_attention_overlay",
            "plot_prompt_attention", "attributions", "prompt_attributions", "plot_attributions",
-           "plot_history", "plot_cost", "plot_results_table"]
+           "plot_history", "plot_cost", "plot_results_table", "set_theme", "theme"]
 _NAMES = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
-
-
-def _figure(rows: int, cols: int, size: Tuple[float, float] = (3.2, 3.0)):
-    """A pyplot-free Figure and a (rows, cols) array of axes."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
-    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def _np(x) -> np.ndarray:
@@ -150,7 +144,7 @@ def plot_embeddings(embeddings: Mapping[str, tuple], method: str = "tsne", seed:
         score: ``"logreg"`` or ``"knn"`` 5-fold accuracy on the raw embedding, printed per panel.
     """
     methods = ("tsne", "umap") if method == "both" else (method,)
-    fig, axes = _figure(len(methods), len(embeddings))
+    fig, axes = figure(len(methods), len(embeddings))
     for c, (name, (X, y)) in enumerate(embeddings.items()):
         X, y = _np(X).reshape(len(X), -1), _np(y)
         acc = separability(X, y, score) if score else None
@@ -164,7 +158,7 @@ def plot_embeddings(embeddings: Mapping[str, tuple], method: str = "tsne", seed:
                 ax.text(0.02, 0.02, f"{score} 5-fold acc {acc:.2f}", transform=ax.transAxes,
                         fontsize=8, bbox=dict(facecolor="white", alpha=0.7, lw=0))
     fig.suptitle("Fig. 9: final [CLS] embeddings by class")
-    return fig
+    return finish(fig)
 
 
 def plot_layer_embeddings(model: nn.Module, data, layers: Optional[Sequence[int]] = None,
@@ -178,7 +172,7 @@ def plot_layer_embeddings(model: nn.Module, data, layers: Optional[Sequence[int]
     emb = {(f"x_{i}" + (" (embedding)" if i == 0 else "")): (Z[:, i], labels) for i in layers}
     fig = plot_embeddings(emb, method, seed)
     fig.suptitle(f"[{token.upper()}] through the layers")
-    return fig
+    return finish(fig)
 
 
 # ----------------------------------------------------------------- attention
@@ -198,7 +192,7 @@ def plot_attention_shares(source, images: Optional[torch.Tensor] = None):
     """
     s = _shares(source, images)
     L, H = s["prompt"].shape
-    fig, axes = _figure(1, 2, (4.2, 3.4))
+    fig, axes = figure(1, 2, (4.2, 3.4))
     im = axes[0, 0].imshow(s["prompt"], aspect="auto", cmap="viridis", vmin=0, vmax=1)
     axes[0, 0].set(xlabel="head", ylabel="block", title="[CLS] -> prompts share",
                    xticks=range(H), yticks=range(L))
@@ -206,8 +200,8 @@ def plot_attention_shares(source, images: Optional[torch.Tensor] = None):
     means = [s[k].mean(1) for k in ("prefix", "prompt", "patch")]  # each (L,)
     axes[0, 1].stackplot(range(L), *means, labels=["prefix ([CLS], registers)", "prompts", "patches"])
     axes[0, 1].set(xlabel="block", ylabel="share of [CLS] attention (head mean)", ylim=(0, 1))
-    axes[0, 1].legend(fontsize=7, loc="upper left")
-    return fig
+    axes[0, 1].legend(loc="upper left")
+    return finish(fig)
 
 
 def _display_images(model: nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -259,12 +253,12 @@ def plot_attention_overlay(model: nn.Module, images: torch.Tensor, baseline: Opt
     cols = {"with prompts": model} if baseline is None else {"with prompts": model, "baseline": baseline}
     heats = {k: _cls_patch_map(m, images, mode) for k, m in cols.items()}
     shown = _display_images(model, images)
-    fig, axes = _figure(len(images), 1 + len(cols), (2.4, 2.4))
+    fig, axes = figure(len(images), 1 + len(cols), (2.4, 2.4))
     for r in range(len(images)):
         _overlay(axes[r, 0], shown[r], None, "image" if r == 0 else "")
         for c, k in enumerate(cols, start=1):
             _overlay(axes[r, c], shown[r], heats[k][r], f"{k} ({mode})" if r == 0 else "")
-    return fig
+    return finish(fig)
 
 
 def plot_prompt_attention(source, images: Optional[torch.Tensor] = None):
@@ -276,7 +270,7 @@ def plot_prompt_attention(source, images: Optional[torch.Tensor] = None):
         raise ConfigError("this model puts no prompt tokens in the sequence (no prompts, or location "
                           "'add'/'concat-channel')")
     cols = min(4, L)
-    fig, axes = _figure(math.ceil(L / cols), cols, (2.6, 2.2))
+    fig, axes = figure(math.ceil(L / cols), cols, (2.6, 2.2))
     for i, ax in enumerate(axes.flat):
         if i >= L:
             ax.axis("off")
@@ -287,7 +281,7 @@ def plot_prompt_attention(source, images: Optional[torch.Tensor] = None):
             ax.bar(range(P), per[i], color="C1")
         ax.set(title=f"block {i}", xlabel="prompt token" if i >= L - cols else "")
     fig.suptitle("[CLS] -> prompt attention")
-    return fig
+    return finish(fig)
 
 
 def plot_attributions(models: Mapping[str, nn.Module], images: torch.Tensor, targets,
@@ -298,12 +292,12 @@ def plot_attributions(models: Mapping[str, nn.Module], images: torch.Tensor, tar
     t = t.expand(len(images)) if t.ndim == 0 else t[:max_images]
     heats = {k: attributions(m, images, t, method=method, n_steps=n_steps).abs() for k, m in models.items()}
     shown = _display_images(next(iter(models.values())), images)
-    fig, axes = _figure(len(images), 1 + len(models), (2.4, 2.4))
+    fig, axes = figure(len(images), 1 + len(models), (2.4, 2.4))
     for r in range(len(images)):
         _overlay(axes[r, 0], shown[r], None, f"image, target {int(t[r])}")
         for c, k in enumerate(models, start=1):
             _overlay(axes[r, c], shown[r], heats[k][r], f"{k} ({method})" if r == 0 else "")
-    return fig
+    return finish(fig)
 
 
 # ----------------------------------------------------------------- training and cost
@@ -316,7 +310,7 @@ def plot_history(histories):
     """
     if not isinstance(histories, Mapping):
         histories = {"run": histories}
-    fig, axes = _figure(1, 2, (4.2, 3.2))
+    fig, axes = figure(1, 2, (4.2, 3.2))
     for k, (name, h) in enumerate(histories.items()):
         rows = list(getattr(h, "rows", h))
         for ax, key in ((axes[0, 0], "loss"), (axes[0, 1], "acc")):
@@ -327,8 +321,8 @@ def plot_history(histories):
                     ax.plot(*zip(*pts), style, color=f"C{k}", marker=".", label=f"{name} {split}")
     axes[0, 0].set(xlabel="epoch", ylabel="loss")
     axes[0, 1].set(xlabel="epoch", ylabel="accuracy")
-    axes[0, 1].legend(fontsize=7)
-    return fig
+    axes[0, 1].legend()
+    return finish(fig)
 
 
 _REFERENCE = ("backbone", "frozen", "frozen-backbone", "linear", "none")
@@ -347,7 +341,7 @@ def plot_cost(bench_result):
     ref = [r for r in rows if r["variant"] in _REFERENCE or r.get("p", 0) == 0]
     ref_ms = ref[0].get("latency_ms") if ref else None
     ref_mb = next((r["peak_mem_mb"] for r in ref if r.get("peak_mem_mb")), None)
-    fig, axes = _figure(1, 2, (4.2, 3.2))
+    fig, axes = figure(1, 2, (4.2, 3.2))
     for k, v in enumerate(dict.fromkeys(r["variant"] for r in rows if r["variant"] not in _REFERENCE)):
         pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["p"])
         lat = [r["ratio"] if r.get("ratio") is not None else r["latency_ms"] / (ref_ms or 1) for r in pts]
@@ -366,8 +360,8 @@ def plot_cost(bench_result):
         if ref:
             ax.axhline(1.0, color="gray", ls=":", lw=1)
         if ax.lines:
-            ax.legend(fontsize=7)
-    return fig
+            ax.legend()
+    return finish(fig)
 
 
 def plot_results_table(results: Sequence[Mapping]):
@@ -380,14 +374,14 @@ def plot_results_table(results: Sequence[Mapping]):
         raise DataError("plot_results_table got no results")
     methods = list(dict.fromkeys(r["method"] for r in results))
     tasks = list(dict.fromkeys(r.get("task", "") for r in results))
-    fig, axes = _figure(1, 2, (4.4, 3.4))
+    fig, axes = figure(1, 2, (4.4, 3.4))
     for k, m in enumerate(methods):
         rs = [r for r in results if r["method"] == m]
         axes[0, 0].scatter([max(r["trainable"], 1) for r in rs], [r["accuracy"] for r in rs],
                            color=f"C{k % 10}", label=m)
         axes[0, 1].bar(k, np.mean([r["accuracy"] for r in rs]), color=f"C{k % 10}")
     axes[0, 0].set(xscale="log", xlabel="trainable parameters", ylabel="accuracy")
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend()
     axes[0, 1].set_xticks(range(len(methods)), methods, rotation=45, ha="right")
     axes[0, 1].set(ylabel=f"mean accuracy over {len(tasks)} task(s)")
-    return fig
+    return finish(fig)

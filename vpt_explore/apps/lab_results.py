@@ -7,17 +7,23 @@ import html
 import io
 from typing import Any, Dict, List
 
+from ..analysis.theme import figure, finish
+
 # every setting that can differ between two runs has a column, so two rows never look alike when
 # their settings were not
 COLUMNS = ("#", "method", "config", "task", "backbone", "train imgs", "epochs", "base lr", "device", "val acc",
-           "test acc", "trainable", "seconds", "status")
+           "test acc", "trainable", "seconds", "img/s", "status")
 ROW_KEYS = ("method", "config", "task", "backbone", "n_train", "epochs", "base_lr", "device", "val_acc", "test_acc",
-            "trainable", "seconds", "status")
+            "trainable", "seconds", "images_per_s", "status")
 
 
 def result_row(method: str, label: str, task: str, backbone: str, hist, test: Dict[str, Any],
-               n_train: int = None, epochs: int = None, device: str = None) -> Dict[str, Any]:
+               n_train: int = None, epochs: int = None, device: str = None,
+               images_per_s: float = None) -> Dict[str, Any]:
     """The results row of one finished run (``hist``: its ``vx.History``; ``test``: ``evaluate``'s dict).
+
+    ``images_per_s`` is the training throughput (``History.images_per_s``: forward + backward,
+    validation excluded), the number to compare devices and the token vs prefix paths by.
 
     A run that spiked or diverged says so in ``status`` with the History's one-line hint.
     """
@@ -26,13 +32,14 @@ def result_row(method: str, label: str, task: str, backbone: str, hist, test: Di
             "epochs": epochs, "base_lr": None if hist.base_lr is None else float(f"{hist.base_lr:.3g}"),
             "device": device, "val_acc": hist.best_val_acc, "test_acc": test["acc"], "trainable": hist.trainable,
             "seconds": round(hist.seconds, 1), "status": status,
+            "images_per_s": None if images_per_s is None else round(images_per_s, 1),
             "hint": hist.message if hist.status == "diverged" else (hist.warnings[0] if hist.warnings else "")}
 
 
 def _cell(row: Dict[str, Any], key: str) -> str:
     x = row.get(key)
     return "-" if x is None else f"{x:.3f}" if key.endswith("acc") else (
-        f"{x:,}" if key == "trainable" else str(x))
+        f"{x:,}" if key == "trainable" else f"{x:,.0f}" if key == "images_per_s" else str(x))
 
 
 def results_html(rows: List[Dict[str, Any]]) -> str:
@@ -46,10 +53,11 @@ def results_html(rows: List[Dict[str, Any]]) -> str:
 
 
 def curves_png(hist, title: str) -> str:
-    """Loss per step and per epoch, accuracy per epoch, as a base64 PNG (pyplot-free, thread-safe)."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(8.0, 2.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    """Loss per step and per epoch, accuracy per epoch, as a base64 PNG (pyplot-free, thread-safe).
+
+    Drawn in the current theme (``vx.viz.set_theme("projector")`` for a lecture room)."""
+    fig, axes = figure(1, 2, (4.0, 2.6))
+    ax_loss, ax_acc = axes[0]
     if hist.steps:
         ax_loss.plot([s["step"] for s in hist.steps], [s["loss"] for s in hist.steps], lw=0.8, alpha=0.6,
                      label="train (step)")
@@ -57,12 +65,18 @@ def curves_png(hist, title: str) -> str:
     for split, style in (("train", "o-"), ("val", "s--")):
         rows = [r for r in hist.rows if r.get(f"{split}_loss") is not None]
         ax_loss.plot([ends.get(r["epoch"], 0) for r in rows], [r[f"{split}_loss"] for r in rows], style,
-                     ms=3, label=f"{split} (epoch)")
-        ax_acc.plot([r["epoch"] for r in rows], [r.get(f"{split}_acc") for r in rows], style, ms=3, label=split)
+                     label=f"{split} (epoch)")
+        ax_acc.plot([r["epoch"] for r in rows], [r.get(f"{split}_acc") for r in rows], style, label=split)
     ax_loss.set(xlabel="step", ylabel="loss", title=title)
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
-    for ax in (ax_loss, ax_acc):
-        ax.legend(fontsize=7)
+    finish(fig)  # a legend on both panels, whole-number step and epoch ticks
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def curves_output(png: str) -> Dict[str, Any]:
+    """A display_data output for the curves: an <img> as wide as the panel, with the PNG as fallback."""
+    img = f"<img src='data:image/png;base64,{png}' style='width:100%;height:auto' alt='training curves'/>"
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"text/html": img, "image/png": png, "text/plain": "<training curves>"}}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+MAX_LENGTH = 200  # the longest prompt the paper tries (Fig. 6: p in {1, 5, 10, 50, 100, 200})
+
 
 def snap(values: Mapping[str, Any], name: str, old: Any = None, new: Any = None, *, depth: int,
          n_patches: int, task_size: Optional[int] = None) -> Tuple[Dict[str, Any], Dict[str, int], List[str]]:
@@ -31,7 +33,7 @@ def snap(values: Mapping[str, Any], name: str, old: Any = None, new: Any = None,
         v[control] = min(v[control], maximum)
     if name == "backbone":
         limit("k", depth)
-        limit("length", max(100, n_patches))
+        limit("length", max(MAX_LENGTH, n_patches))
     if name == "task" and task_size is not None:
         if v["train_size"] > task_size:
             notes.append(f"train size {v['train_size']} > the {v['task']} train split; set to {task_size}")

@@ -7,19 +7,51 @@ configs from its controls and shows what the runner reports.
 from __future__ import annotations
 
 import math
+import os
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..backbones.load import load_backbone
+from ..backbones.load import list_backbones, load_backbone
 from ..data.registry import load_task
 from ..errors import ConfigError
 from ..methods.factory import METHODS, make_model
 from ..methods.registry import parse_method
 from ..training.batches import evaluate
 from ..training.loop import train
+from ..training.profiles import cached_weights, hub_reachable
 from .lab_results import result_row
 
 PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
+
+
+def available_backbones(environ: Mapping[str, str] = os.environ, probe_network: bool = True
+                        ) -> List[Tuple[str, str]]:
+    """The lab's backbone choices as (label, name): the offline ones, then the hub ones that can load.
+
+    A hub backbone is listed when its weights are in the local cache, or when ``huggingface.co``
+    answers within a second (never probed with ``HF_HUB_OFFLINE=1``); nothing is downloaded here.
+    """
+    rows, online = [], None
+    for info in list_backbones():
+        if info.offline:
+            rows.append((f"{info.name} (offline)", info.name))
+        elif cached_weights(info.name):
+            rows.append((f"{info.name} (hub, cached)", info.name))
+        else:
+            if online is None:
+                online = probe_network and environ.get("HF_HUB_OFFLINE") != "1" and hub_reachable(1.0)
+            if online:
+                rows.append((f"{info.name} (hub, downloads on first run)", info.name))
+    return rows
+
+
+def available_devices() -> List[str]:
+    """``"cpu"``, ``"cuda"`` (and ``"cuda:i"`` when there are several GPUs) and ``"mps"`` where they exist."""
+    import torch
+    n = torch.cuda.device_count()
+    devices = ["cpu"] + (["cuda"] if n else []) + ([f"cuda:{i}" for i in range(n)] if n > 1 else [])
+    mps = getattr(torch.backends, "mps", None)
+    return devices + (["mps"] if mps is not None and mps.is_available() else [])
 
 
 def run_label(method: str, prompt) -> str:
@@ -106,4 +138,5 @@ class LabRunner:
         status("evaluating on the test split...")
         test = evaluate(inference_model(method, model), data[2])
         return result_row(method, run_label(method, prompt), task, backbone, hist, test, n_train=len(data[0]),
-                          epochs=tcfg.epochs, device=str(next(model.parameters()).device)), hist
+                          epochs=tcfg.epochs, device=str(next(model.parameters()).device),
+                          images_per_s=hist.images_per_s), hist

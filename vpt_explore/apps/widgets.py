@@ -20,23 +20,31 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import ipywidgets as W
 
-from ..backbones.load import BACKBONES, list_backbones
+from ..backbones.load import BACKBONES, DEFAULT_BACKBONE
 from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
 from ..data.registry import list_tasks
 from ..errors import ConfigError, VPTError, bad_choice
 from ..methods.factory import METHODS
-from .lab_results import curves_png, results_html
-from .lab_rules import snap
-from .lab_runner import PROMPT_METHODS, LabRunner, run_title
+from .lab_results import curves_output, curves_png, results_html
+from .lab_rules import MAX_LENGTH, snap
+from .lab_runner import PROMPT_METHODS, LabRunner, available_backbones, available_devices, run_title
 
 LAYER_CHOICES = ("shallow", "deep", "first-k", "last-k")
 PROMPT_FIELDS = ("layers", "k", "length", "location", "share", "pool")
-OPTIONS = {"batch_size": 32, "n_val": 200, "n_test": 500, "seed": 0, "device": "auto"}
+OPTIONS = {"batch_size": 32, "n_val": 200, "n_test": 500, "seed": 0}
+# the paper's setting (Sec. 4.1, App. A): 100 epochs, VTAB-1k's 800 training images, p tuned over
+# {1, 5, 10, 50, 100, 200}; the "paper setting" button sets these (p=50, one of the grid's values)
+PAPER = {"epochs": 100, "train_size": 800, "length": 50}
 
 
 def _look(width: str = "330px") -> Dict[str, Any]:
     """Shared style and a fresh Layout for the labelled controls."""
     return {"style": {"description_width": "88px"}, "layout": W.Layout(width=width)}
+
+
+def _choices(w) -> List[Any]:
+    """The values a selection widget can take (its options may be (label, value) pairs)."""
+    return [o[1] if isinstance(o, tuple) else o for o in w.options]
 
 
 def _geometry(backbone: str) -> Tuple[int, int]:
@@ -51,8 +59,10 @@ class TrainingLab:
     Args:
         **defaults: initial control values (``method``, ``backbone``, ``task``, ``layers``, ``k``,
             ``length``, ``location``, ``share``, ``pool``, ``epochs``, ``base_lr`` (a number or
-            ``"auto"``), ``train_size``) and run options (``batch_size``, ``n_val``, ``n_test``,
-            ``seed``, ``device``). Out-of-range values are clamped with a message naming the field.
+            ``"auto"``), ``train_size``, ``device``) and run options (``batch_size``, ``n_val``,
+            ``n_test``, ``seed``). Out-of-range values are clamped with a message naming the field.
+        probe_network: list hub backbones that are not cached when huggingface.co answers (a
+            one-second check, skipped with ``HF_HUB_OFFLINE=1``).
 
     Attributes:
         widget: the root container (display it, or use ``training_lab``).
@@ -62,7 +72,7 @@ class TrainingLab:
         model: the model of the latest run (it holds the trained weights, also after Stop).
     """
 
-    def __init__(self, **defaults: Any) -> None:
+    def __init__(self, probe_network: bool = True, **defaults: Any) -> None:
         self.options = dict(OPTIONS)
         self.results: List[Dict[str, Any]] = []
         self.histories: List[Any] = []
@@ -72,20 +82,22 @@ class TrainingLab:
         self._vits = self.runner.vits           # name -> loaded backbone
         self._syncing, self._batch = False, None
         self._notes, self._error, self._run_error = [], "", ""
-        self._build()
+        self._build(probe_network)
         self.set(**defaults)
 
     # ------------------------------------------------------------------ layout
-    def _build(self) -> None:
+    def _build(self, probe_network: bool) -> None:
         tasks = [t for t in list_tasks() if t.offline and t.group != "upstream"]
         self._task_sizes = {t.name: t.sizes.get("train", 800) for t in tasks}
-        backbones = [b.name for b in list_backbones() if b.offline]
+        backbones = available_backbones(probe_network=probe_network)  # (label, name): offline, then hub
         names = [t.name for t in tasks]
         task = "shapes-loc" if "shapes-loc" in names else names[0]
-        depth, n_patches = _geometry("tiny")
+        depth, n_patches = _geometry(DEFAULT_BACKBONE)
         c = self.controls = {
             "method": W.Dropdown(options=list(METHODS), value="vpt-deep", description="method", **_look()),
-            "backbone": W.Dropdown(options=backbones, value="tiny", description="backbone", **_look()),
+            "backbone": W.Dropdown(options=backbones, value=DEFAULT_BACKBONE, description="backbone", **_look()),
+            "device": W.Dropdown(options=["auto"] + available_devices(), value="auto", description="device",
+                                 **_look()),
             "task": W.Dropdown(options=names, value=task, description="task", **_look()),
             "train_size": W.IntSlider(value=min(200, self._task_sizes[task]), min=8,
                                       max=max(8, self._task_sizes[task]), description="train size", **_look()),
@@ -98,7 +110,8 @@ class TrainingLab:
                                       style={"description_width": "88px", "button_width": "70px"},
                                       layout=W.Layout(width="420px")),
             "k": W.IntSlider(value=min(3, depth), min=1, max=depth, description="k (blocks)", **_look()),
-            "length": W.IntSlider(value=10, min=1, max=max(100, n_patches), description="length p", **_look()),
+            "length": W.IntSlider(value=10, min=1, max=max(MAX_LENGTH, n_patches), description="length p",
+                                  **_look()),
             "location": W.Dropdown(options=list(LOCATIONS), value="prepend", description="location", **_look()),
             "share": W.Dropdown(options=list(SHARES), value="none", description="sharing", **_look()),
             "pool": W.Dropdown(options=list(POOLS), value="cls", description="pooling", **_look()),
@@ -107,15 +120,18 @@ class TrainingLab:
             w.observe(lambda change, name=name: self._changed(name, change), names="value")
         self.train_button = W.Button(description="Train", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.paper_button = W.Button(description="paper setting", icon="book",
+                                     tooltip="100 epochs, 800 training images, p=50 (paper Sec. 4.1, App. A)")
         self.train_button.on_click(lambda _: self.train(block=False))
         self.stop_button.on_click(lambda _: self.stop())
+        self.paper_button.on_click(lambda _: self.paper_setting())
         self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="220px"))
         self.status = W.Label(value="ready")
         self.message = W.HTML(value="")
-        self.curves = W.Output(layout=W.Layout(min_height="60px"))
+        self.curves = W.Output(layout=W.Layout(min_height="60px", width="100%"))  # curves: full width
         self.table = W.HTML(value=results_html(self.results))
-        run_box = W.VBox([c[n] for n in ("method", "backbone", "task", "train_size", "epochs", "auto_lr",
-                                         "base_lr")])
+        run_box = W.VBox([c[n] for n in ("method", "backbone", "device", "task", "train_size", "epochs",
+                                         "auto_lr", "base_lr")] + [self.paper_button])
         prompt_box = W.VBox([W.HTML("<b>Prompts</b> (Fig. 5 location, Fig. 6 length, Fig. 7 depth)")]
                             + [c[n] for n in PROMPT_FIELDS])
         self.widget = W.VBox([
@@ -158,8 +174,8 @@ class TrainingLab:
                     if clamped != value:
                         notes.append(f"{w.description}={value!r} is outside {lo:g}..{hi:g}; set to {clamped:g}")
                     value = clamped
-                elif hasattr(w, "options") and value not in w.options:
-                    notes.append(f"{bad_choice(w.description, value, w.options)}; kept {w.value!r}")
+                elif hasattr(w, "options") and value not in _choices(w):
+                    notes.append(f"{bad_choice(w.description, value, _choices(w))}; kept {w.value!r}")
                     continue
                 w.value = value
         finally:
@@ -246,8 +262,20 @@ class TrainingLab:
         o = self.options
         tcfg = TrainConfig(epochs=v["epochs"], batch_size=min(o["batch_size"], v["train_size"]),
                            base_lr=None if v["auto_lr"] else float(v["base_lr"]), seed=o["seed"],
-                           device=o["device"], progress=False)
+                           device=v["device"], progress=False)
         return method, prompt, tcfg, v["task"], v["backbone"]
+
+    def paper_setting(self) -> None:
+        """Set the paper's epochs, training-set size and a prompt length from its grid (``PAPER``).
+
+        The train size is capped by the task's split; on a CPU such a run takes minutes.
+        """
+        size = self._task_sizes[self.controls["task"].value]
+        self.set(**{**PAPER, "train_size": min(PAPER["train_size"], size)})
+        self._notes = self._notes + [
+            f"paper setting: {PAPER['epochs']} epochs, {min(PAPER['train_size'], size)} training images, p="
+            f"{PAPER['length']} (the paper tunes p over 1, 5, 10, 50, 100, 200 per task on the val split)"]
+        self._show()
 
     # ------------------------------------------------------------------ running
     @property
@@ -340,9 +368,7 @@ class TrainingLab:
         return on_event
 
     def _draw(self, hist, title: str) -> None:
-        png = curves_png(hist, title)
-        self.curves.outputs = ({"output_type": "display_data", "metadata": {},
-                                "data": {"image/png": png, "text/plain": "<training curves>"}},)
+        self.curves.outputs = (curves_output(curves_png(hist, title)),)
 
 
 def training_lab(**defaults: Any) -> TrainingLab:

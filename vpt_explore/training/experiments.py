@@ -61,12 +61,12 @@ class Results:
 
     def plot(self):
         """Bars: mean test accuracy ± std per method and task; dots: single seeds."""
-        from matplotlib.figure import Figure
+        from ..analysis.theme import figure, finish
         summ = self.summary()
         tasks = sorted({s["task"] for s in summ})
         methods = list(dict.fromkeys(s["method"] for s in summ))
-        fig = Figure(figsize=(max(5, 1.6 * len(tasks) * max(1, len(methods)) / 2), 3.6), layout="constrained")
-        ax = fig.subplots()
+        fig, axes = figure(1, 1, (max(5, 1.6 * len(tasks) * max(1, len(methods)) / 2), 3.6))
+        ax = axes[0, 0]
         width = 0.8 / max(1, len(methods))
         for j, m in enumerate(methods):
             for i, t in enumerate(tasks):
@@ -79,8 +79,7 @@ class Results:
         ax.set_xticks(range(len(tasks)), tasks)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("Tuned on val, refit on train+val, tested over seeds")
-        ax.legend(fontsize=8)
-        return fig
+        return finish(fig)
 
     def to_json(self) -> str:
         return json.dumps(self.rows, indent=1)

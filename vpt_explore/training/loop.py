@@ -38,7 +38,8 @@ class History:
     """What happened during ``train``: per-epoch rows, per-step losses, the best epoch, status.
 
     Attributes:
-        rows: one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds.
+        rows: one dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds (since
+            the start), images and train_seconds (this epoch's training pass).
         steps: one dict per optimiser step: step, epoch, loss.
         best_epoch, best_val_acc: the epoch whose weights the model holds at the end.
         status: "completed", "diverged" (the loss spiked and ended above 1.5x its start),
@@ -65,6 +66,13 @@ class History:
     warnings: List[str] = field(default_factory=list)
     loss_at_init: Optional[float] = None
     best_state: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def images_per_s(self) -> Optional[float]:
+        """Training throughput: images through forward + backward per second of the training passes
+        (validation excluded); None before the first epoch ends."""
+        seconds = sum(r.get("train_seconds", 0.0) for r in self.rows)
+        return sum(r.get("images", 0) for r in self.rows) / seconds if seconds > 0 else None
 
     @property
     def last(self) -> Dict:
@@ -241,7 +249,7 @@ def _run_epochs(run: _Run) -> None:
 def _run_epoch(run: _Run, epoch: int) -> Optional[Dict]:
     """One pass over the training data (eq. for the step: SGD/AdamW on cross-entropy); the epoch's row."""
     cfg, hist, optimizer = run.cfg, run.hist, run.optimizer
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, t_start = 0.0, 0, 0, time.time()
     for x, y in batches(run.train_data, cfg.batch_size, shuffle=True, generator=run.gen,
                         num_workers=cfg.num_workers):
         if run.should_stop():
@@ -275,7 +283,8 @@ def _run_epoch(run: _Run, epoch: int) -> Optional[Dict]:
         for cb in run.callbacks:
             cb("step", hist, run.model)
     return {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - run.t0}
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - run.t0,
+            "images": seen, "train_seconds": time.time() - t_start}
 
 
 def _stop_on_bad_loss(run: _Run, epoch: int, loss: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
+from ..theme import figure, finish
 from .offline_runs import METHODS, TASK_ORDER, offline, verdict
 
 # offline task -> the VTAB-1k task it imitates (for the paper's number beside ours)
@@ -78,13 +79,12 @@ def format_compare(yours: Optional[Sequence[Dict]] = None, **kw) -> str:
 
 def plot_compare(yours: Optional[Sequence[Dict]] = None, title: str = "Your run vs the offline reference", **kw):
     """Bars per task: the reference mean +- sd (hatched) and yours (solid) for each method; a Figure."""
-    from matplotlib.figure import Figure
     rows = compare(yours, **kw)
     tasks = [t for t in TASK_ORDER if any(r["task"] == t for r in rows)] or sorted({r["task"] for r in rows})
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)] or sorted({r["method"] for r in rows})
     by = {(r["task"], r["method"]): r for r in rows}
-    fig = Figure(figsize=(max(6.0, 2.2 * len(tasks) + 2), 4.6), layout="constrained")
-    ax = fig.subplots()
+    fig, axes = figure(1, 1, (max(6.0, 2.2 * len(tasks) + 2), 4.6))
+    ax = axes[0, 0]
     width = 0.8 / max(1, len(methods))
     colours = [f"C{i}" for i in range(len(methods))]
     for j, m in enumerate(methods):
@@ -100,7 +100,6 @@ def plot_compare(yours: Optional[Sequence[Dict]] = None, title: str = "Your run 
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
-    ax.legend(ncols=min(4, 2 * len(methods)), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1),
-              frameon=False)
-    return fig
+    ax.legend(ncols=min(4, 2 * len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    return finish(fig)
 
