@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data.dataset import data_config  # noqa: F401 (re-exported: vx.backbones.data_config)
 from ..errors import ConfigError, MissingFileError, did_you_mean
+from .self_supervised import SELF_SUPERVISED, hub_args, load_self_supervised
 from .weights import load_weights_file, tensor_digest
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -126,7 +127,10 @@ BACKBONES = {
                                                       "vit_base_patch16_224.augreg_in21k", 224, 16, 768,
                                                       12, False, "AugReg in21k (hub)"),
     "vit_base_patch16_224.mae": BackboneInfo("vit_base_patch16_224.mae", "vit_base_patch16_224.mae",
-                                             224, 16, 768, 12, False, "self-supervised MAE (hub)"),
+                                             224, 16, 768, 12, False, "self-supervised MAE (hub or weights=); "
+                                             "average pooling of patch tokens"),
+    "mocov3-vit-b16": BackboneInfo("mocov3-vit-b16", "vit_base_patch16_224", 224, 16, 768, 12, False,
+                                   "self-supervised MoCo v3; needs weights= (a local checkpoint)"),
 }
 
 
@@ -147,7 +151,9 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True, weig
     """Build a frozen-ready timm VisionTransformer by name.
 
     Args:
-        name: ``"tiny-dino"`` (the default), ``"tiny"``, ``"dinov2-s14-offline"`` or any timm model name.
+        name: ``"tiny-dino"`` (the default), ``"tiny"``, ``"dinov2-s14-offline"``, a self-supervised
+            ViT (``"vit_base_patch16_224.mae"``, ``"mocov3-vit-b16"``: see ``backbones/self_supervised.py``)
+            or any timm model name.
         pretrained: load pretrained weights (hub for timm names; shipped/converted otherwise).
         weights: a local weights file for a timm name (safetensors, or a weights-only torch file).
         img_size: input resolution for backbones that can be resized (DINOv2: 56..224, multiple of 14).
@@ -181,6 +187,14 @@ def load_backbone(name: str = DEFAULT_BACKBONE, *, pretrained: bool = True, weig
         return load_dinov2_offline(img_size=112 if img_size is None else img_size, pretrained=pretrained)
     if img_size is not None:
         timm_kwargs["img_size"] = img_size
+    if name in SELF_SUPERVISED:  # MAE / MoCo v3: their pooling, weights from a local file or the hub
+        if weights is None:
+            arch, kwargs = hub_args(name, **timm_kwargs)
+            vit = _load_timm(arch, pretrained, None, **kwargs)
+        else:
+            vit = load_self_supervised(name, weights, **timm_kwargs).eval()
+        vit.vpt_name = name
+        return vit
     return _load_timm(name, pretrained, weights, **timm_kwargs)
 
 

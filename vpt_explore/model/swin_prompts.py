@@ -126,10 +126,12 @@ class PromptedSwin(FrozenBackboneModel):
         return self.prompts[self.prompt_blocks.index(i)] if i in self.prompt_blocks else None
 
     def carries(self, i: int) -> bool:
-        """True when block ``i``'s prompt outputs are read later (the next block, same stage, gets no
-        fresh prompts): only then are they computed (window mean, residual MLP)."""
+        """True when block ``i`` holds prompts whose outputs are read later (the next block is in the
+        same stage and gets no fresh prompts): only then are they computed (window mean, MLP)."""
+        stage = self.swin_blocks[i][0]
+        holds = any(j <= i and self.swin_blocks[j][0] == stage for j in self.prompt_blocks)
         nxt = i + 1
-        return nxt < self.depth and self.swin_blocks[nxt][0] == self.swin_blocks[i][0] and nxt not in self.prompt_blocks
+        return holds and nxt < self.depth and self.swin_blocks[nxt][0] == stage and nxt not in self.prompt_blocks
 
     # ----------------------------------------------------------------- forward
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
