@@ -16,7 +16,8 @@ EAGER = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_ba
 LAZY_NAMES = ["make_model", "METHODS", "PromptEnsemble", "total_params_multiplier", "storage_table", "train",
               "evaluate", "History", "load_model", "sweep", "wilcoxon", "welch", "Results", "list_tasks",
               "load_task", "register_vtab_folder", "load_vtab_folder", "load_fgvc_json", "TaskInfo",
-              "PrefixViT", "MultiTaskVPT"]
+              "PrefixViT", "MultiTaskVPT", "PromptedSwin", "InputPromptedModel", "PadPrompter",
+              "FixedPatchPrompter", "RandomPatchPrompter", "ConvPadPrompter"]
 OLD_MODULES = {  # vx.<old flat module>.<a name notebooks or users read there>
     "training": ["train", "evaluate", "make_optimizer", "lr_at", "default_base_lr", "resolve_device",
                  "DEFAULT_BASE_LR", "History"],

@@ -37,6 +37,10 @@ if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is i
     from .model import multitask, prefix, prompt_file as files, prompted as prompts, vit_math
     from .model.multitask import MultiTaskVPT
     from .model.prefix import PrefixViT
+    from .model.conv_prompts import ConvPadPrompter
+    from .model.input_prompted import InputPromptedModel
+    from .model.pixel_prompts import FixedPatchPrompter, PadPrompter, RandomPatchPrompter
+    from .model.swin_prompts import PromptedSwin
     from .training import experiments, loop as training
     from .training.experiments import Results, sweep, welch, wilcoxon
     from .training.loop import History, evaluate, find_base_lr, train
@@ -67,6 +71,13 @@ _LAZY = {
     "load_vtab_folder": ("data.formats", "load_vtab_folder"), "load_fgvc_json": ("data.formats", "load_fgvc_json"),
     "TaskInfo": ("data.dataset", "TaskInfo"),
     "PrefixViT": ("model.prefix", "PrefixViT"), "MultiTaskVPT": ("model.multitask", "MultiTaskVPT"),
+    # beyond the plain ViT: Swin window prompts, input prompts on any backbone (issue #14)
+    "PromptedSwin": ("model.swin_prompts", "PromptedSwin"),
+    "InputPromptedModel": ("model.input_prompted", "InputPromptedModel"),
+    "PadPrompter": ("model.pixel_prompts", "PadPrompter"),
+    "FixedPatchPrompter": ("model.pixel_prompts", "FixedPatchPrompter"),
+    "RandomPatchPrompter": ("model.pixel_prompts", "RandomPatchPrompter"),
+    "ConvPadPrompter": ("model.conv_prompts", "ConvPadPrompter"),
     # modules, under their old flat names too
     "training": ("training", None), "probes": ("analysis.probes", None), "viz": ("analysis.viz", None),
     "widgets": ("apps.widgets", None), "bench": ("apps.bench", None), "vit_math": ("model.vit_math", None),
