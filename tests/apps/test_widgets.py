@@ -206,7 +206,8 @@ def test_device_and_backbone_choices_show_what_this_machine_can_run(monkeypatch,
     fake = tmp_path / "model.safetensors"
     fake.write_bytes(b"")
     monkeypatch.setattr(lab_runner, "cached_weights",
-                        lambda name: str(fake) if name == "vit_base_patch16_224.augreg_in21k" else None)
+                        lambda name, hub_id=None: str(fake) if hub_id == "timm/vit_base_patch16_224.augreg_in21k"
+                        else None)
     monkeypatch.setattr(lab_runner, "hub_reachable", lambda timeout=1.0: pytest.fail("probed the network"))
     labels = dict(lab_runner.available_backbones(environ={"HF_HUB_OFFLINE": "1"}))
     assert labels["vit_base_patch16_224.augreg_in21k (hub, cached)"] == "vit_base_patch16_224.augreg_in21k"
@@ -237,3 +238,14 @@ def test_results_show_training_throughput():
     assert "img/s" in lab.table.value
     out = lab.curves.outputs[0]["data"]
     assert "width:100%" in out["text/html"] and out["image/png"] in out["text/html"]
+
+
+def test_the_panel_is_built_without_importing_timm():
+    """The Voila page renders once the panel exists: it must not wait for timm (seconds to import)."""
+    import subprocess
+    import sys
+    code = ("import sys; from vpt_explore.apps.widgets import TrainingLab; TrainingLab(probe_network=False); "
+            "print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

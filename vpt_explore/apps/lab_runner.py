@@ -29,13 +29,14 @@ def available_backbones(environ: Mapping[str, str] = os.environ, probe_network: 
     """The lab's backbone choices as (label, name): the offline ones, then the hub ones that can load.
 
     A hub backbone is listed when its weights are in the local cache, or when ``huggingface.co``
-    answers within a second (never probed with ``HF_HUB_OFFLINE=1``); nothing is downloaded here.
+    answers within a second (never probed with ``HF_HUB_OFFLINE=1``); nothing is downloaded here,
+    and timm is not imported (the Voila page renders without it).
     """
     rows, online = [], None
     for info in list_backbones():
         if info.offline:
             rows.append((f"{info.name} (offline)", info.name))
-        elif cached_weights(info.name):
+        elif cached_weights(info.name, hub_id=f"timm/{info.timm_name}"):  # timm's hub names; no timm import
             rows.append((f"{info.name} (hub, cached)", info.name))
         else:
             if online is None:

@@ -245,8 +245,15 @@ def _hf_cached(repo_id: str, cache_dir: Optional[str]) -> Optional[str]:
     return None
 
 
-def cached_weights(backbone: str, *, cache_dir: Optional[str] = None) -> Optional[str]:
-    """The local file holding a timm hub backbone's weights, or ``None``; never downloads."""
+def cached_weights(backbone: str, *, cache_dir: Optional[str] = None, hub_id: Optional[str] = None) -> Optional[str]:
+    """The local file holding a timm hub backbone's weights, or ``None``; never downloads.
+
+    Args:
+        hub_id: the Hugging Face repo when it is known (``"timm/<name>"``): then timm, whose import
+            takes seconds, is not needed (the lab lists its backbones this way before it renders).
+    """
+    if hub_id is not None:
+        return _hf_cached(hub_id, cache_dir)
     from timm.models import get_pretrained_cfg
     cfg = get_pretrained_cfg(backbone)
     if cfg is None:
