@@ -133,3 +133,17 @@ def test_settings_a_swin_cannot_honour_are_refused(swin, field, value, allowed):
     assert_words(err.value, [field, repr(value), allowed, "Swin"])
     with pytest.raises(vx.ConfigError, match="learn_cls"):
         PromptedSwin(swin, vx.PromptConfig(pool="image", learn_cls=True), num_classes=3)
+
+
+@pytest.mark.parametrize("layers", ["shallow", "deep"])
+def test_fused_and_explicit_window_attention_agree_with_prompts(swin, images, layers):
+    """timm's WindowAttention has two paths (SDPA with a float mask, or explicit softmax); the padded
+    bias and mask must reach both."""
+    model = PromptedSwin(swin, _cfg(length=3, layers=layers), num_classes=3, seed=0).eval()
+    out = []
+    for fused in (False, True):
+        for _, blk in model.swin_blocks:
+            blk.attn.fused_attn = fused
+        with torch.no_grad():
+            out.append(model(images))
+    assert torch.allclose(out[0], out[1], atol=1e-5)
