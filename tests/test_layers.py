@@ -11,7 +11,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "vpt_explore"
 # the README's flow, bottom to top: a module may import its own layer or any layer below it
-LAYERS = ["errors", "config", "data", "backbones", "model", "methods", "analysis", "training", "apps",
+LAYERS = ["versions", "errors", "config", "data", "backbones", "model", "methods", "analysis", "training", "apps",
           "__main__"]
 # (importer, imported): each upward import, with the reason it is kept
 ALLOWED_UP = {

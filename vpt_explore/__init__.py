@@ -13,7 +13,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .backbones.load import list_backbones, load_backbone
+from .errors import check_core_versions
+
+check_core_versions()  # reads package metadata only: one clear error for a too-old torch/timm/...
+
+from .backbones.load import list_backbones, load_backbone  # noqa: E402 (after the version check)
 from .config import PromptConfig, TrainConfig
 from .errors import (ConfigError, DataError, MissingFileError, MissingPackageError, PromptFileError,
                      TrainingError, VPTError)

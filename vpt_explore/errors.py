@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable
 
+from .versions import CORE, FLOORS, too_old
+
 
 class VPTError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -38,6 +40,10 @@ class MissingPackageError(VPTError, ImportError):
     """An optional package is needed for this feature."""
 
 
+class OldPackageError(MissingPackageError):
+    """An installed package is older than the version vpt_explore needs (``versions.FLOORS``)."""
+
+
 def did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
     """Return ' (did you mean 'x'?)' for a close match among ``allowed``, else ''."""
     if not isinstance(value, str):
@@ -55,14 +61,41 @@ def bad_choice(field: str, value: Any, allowed: Iterable[Any], cls: type = Confi
 
 
 def require_package(module: str, pip_name: str | None = None, feature: str = "this feature"):
-    """Import ``module`` or raise MissingPackageError naming the install command."""
+    """Import ``module`` or raise MissingPackageError naming the install command.
+
+    A package listed in ``versions.FLOORS`` must also be at least that version (OldPackageError).
+    """
     import importlib
 
+    pip_name = pip_name or module
+    if pip_name in FLOORS:
+        require_version(pip_name, feature)
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        pip_name = pip_name or module
         raise MissingPackageError(
             f"{feature} needs the package {pip_name!r}, which is not installed: "
             f"pip install {pip_name}  (or pip install 'vpt_explore[notebooks]')"
         ) from e
+
+
+def require_version(package: str, feature: str = "vpt_explore", minimum: str | None = None) -> None:
+    """Raise OldPackageError when ``package`` (pip name) is installed but older than needed.
+
+    The message names the package, the version found, the version needed and the pip command.
+    ``minimum`` defaults to ``versions.FLOORS[package]``; a package that is not installed passes
+    (its import fails with its own error where it is used).
+    """
+    message = too_old(package, feature, minimum)
+    if message:
+        raise OldPackageError(message)
+
+
+def check_core_versions() -> None:
+    """One OldPackageError for the first runtime dependency (``versions.CORE``) that is too old.
+
+    ``vpt_explore/__init__.py`` calls it before importing torch or timm, so an old install fails at
+    ``import vpt_explore`` with one clear line instead of an AttributeError deep inside timm.
+    """
+    for package in CORE:
+        require_version(package, "vpt_explore")

@@ -50,7 +50,7 @@ def attributions(model: nn.Module, images: torch.Tensor, targets, method: str = 
         if method == "ig":
             base = _baseline_images(model, images, baseline)
             a = attr.IntegratedGradients(model).attribute(images, base, target=t, n_steps=n_steps)
-            return a.sum(1).detach()
+            return a.sum(1).detach().to(images.dtype)             # captum < 0.8 returns float64
         if method == "saliency":
             return attr.Saliency(model).attribute(images, target=t, abs=True).amax(1).detach()
         if method == "occlusion":
@@ -110,4 +110,4 @@ def prompt_attributions(model: nn.Module, images: torch.Tensor, targets, layer: 
             a = attr.IntegratedGradients(forward).attribute(
                 torch.ones(B, p), torch.zeros(B, p), target=t, additional_forward_args=(images,),
                 n_steps=n_steps)
-        return a.detach()
+        return a.detach().to(images.dtype)                           # captum < 0.8: float64

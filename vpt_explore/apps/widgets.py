@@ -18,16 +18,16 @@ import math
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import ipywidgets as W
-
 from ..backbones.load import BACKBONES, DEFAULT_BACKBONE
 from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
 from ..data.registry import list_tasks
-from ..errors import ConfigError, VPTError, bad_choice
+from ..errors import ConfigError, VPTError, bad_choice, require_package
 from ..methods.factory import METHODS
 from .lab_results import curves_output, curves_png, results_html
 from .lab_rules import MAX_LENGTH, snap
 from .lab_runner import PROMPT_METHODS, LabRunner, available_backbones, available_devices, run_title
+
+W = require_package("ipywidgets", feature="the training lab")  # OldPackageError below 7.7.1
 
 LAYER_CHOICES = ("shallow", "deep", "first-k", "last-k")
 PROMPT_FIELDS = ("layers", "k", "length", "location", "share", "pool")

@@ -424,7 +424,7 @@ def resize_state_dict(state: Mapping[str, torch.Tensor], img_size: int) -> Dict[
     out = dict(state)
     out["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], new_size=[grid, grid],
                                               num_prefix_tokens=1, interpolation="bicubic",
-                                              antialias=False, align_corners=False)
+                                              antialias=False)  # align_corners: False (default)
     return out
 
 

@@ -26,6 +26,7 @@ queries, attention outputs and MLPs too (``PromptedViT.uses_prefix_path``).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -39,10 +40,22 @@ __all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "p
 
 
 # ----------------------------------------------------------------- exactness checks
+# What the prefix path reads of a timm ``Attention`` in every timm release it supports. Newer
+# releases add optional parts, read with getattr: ``norm`` (scale_norm), ``gate`` (gated attention,
+# 1.0.28+); ``attn_dim`` (1.0.23+) is always num_heads * head_dim, so it is never read.
+ATTENTION_PARTS = ("qkv", "num_heads", "head_dim", "scale", "q_norm", "k_norm", "attn_drop", "proj",
+                   "proj_drop")
+
+
+def missing_attention_parts(model: nn.Module) -> list:
+    """Names in ``ATTENTION_PARTS`` that the prompted blocks' attention lacks (empty: all there)."""
+    return sorted({n for i in model.prompt_blocks for n in ATTENTION_PARTS
+                   if not hasattr(model.vit.blocks[i].attn, n)})
+
+
 def _check_block(blk: nn.Module, i: int) -> None:
     """Refuse a block whose forward is not timm's plain pre-norm ``Block`` with ``Attention``."""
-    from timm.layers.attention import Attention
-    from timm.models.vision_transformer import Block
+    from timm.models.vision_transformer import Attention, Block  # Attention's home moved (1.0.16)
 
     if type(blk).forward is not Block.forward:
         raise ConfigError(
@@ -89,6 +102,10 @@ def check_prefix_exact(model: nn.Module) -> None:
         )
     for i in blocks:
         _check_block(model.vit.blocks[i], i)
+    missing = missing_attention_parts(model)
+    if missing:
+        raise ConfigError(f"this timm's Attention has no {', '.join(missing)}; the prefix path "
+                          f"cannot follow it. Use the token path (the PromptedViT itself)")
 
 
 def _check_eval(model: nn.Module) -> None:
@@ -180,10 +197,12 @@ def _attend(attn: nn.Module, x_q: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     """softmax(q k^T / sqrt(hd)) v, then timm's output norm, gate and projection: (B, n, D)."""
     B, n = x_q.shape[:2]
     out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)     # (B, H, n, hd)
-    out = out.transpose(1, 2).reshape(B, n, attn.attn_dim)              # (B, n, H*hd)
-    out = attn.norm(out)                                                # scale_norm (or identity)
-    if attn.gate is not None:                                           # gated attention
-        out = out * attn.gate(x_q).sigmoid()
+    out = out.transpose(1, 2).reshape(B, n, attn.num_heads * attn.head_dim)  # (B, n, H*hd)
+    norm, gate = getattr(attn, "norm", None), getattr(attn, "gate", None)  # newer timm only
+    if norm is not None:                                                # scale_norm (or identity)
+        out = norm(out)
+    if gate is not None:                                                # gated attention
+        out = out * gate(x_q).sigmoid()
     return attn.proj_drop(attn.proj(out))
 
 
@@ -242,11 +261,21 @@ def uses_prefix_path(model: nn.Module) -> bool:
             model._prefix_exact = True
         except ConfigError:
             model._prefix_exact = False
+            _note_timm_fallback(model)
     if not model._prefix_exact:
         return False
     if model.vit.training and any(blk.attn.attn_drop.p > 0 for blk in model.vit.blocks):
         return False  # the prefix attention has no attention dropout
     return not any(m._forward_hooks or m._forward_pre_hooks for m in model.vit.blocks.modules())
+
+
+def _note_timm_fallback(model: nn.Module) -> None:
+    """One line when the installed timm, not the setup, keeps training off the prefix path."""
+    missing = missing_attention_parts(model)
+    if missing:
+        import timm
+        warnings.warn(f"timm {timm.__version__}: Attention has no {', '.join(missing)}; VPT-deep "
+                      f"trains on the token path (same results, slower)", stacklevel=3)
 
 
 def prefix_train_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

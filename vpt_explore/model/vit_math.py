@@ -114,7 +114,8 @@ def attention(block: nn.Module, x: torch.Tensor, return_weights: bool = False):
     scores = q @ k.transpose(-2, -1) / math.sqrt(hd)          # (B, H, N, N)
     A = torch.softmax(scores, dim=-1)
     out = (A @ v).transpose(1, 2).reshape(B, N, H * hd)       # (B, N, H*hd) heads side by side
-    out = attn.norm(out)                                      # Identity in a plain ViT
+    norm = getattr(attn, "norm", None)                       # scale_norm: timm 1.0.16+ only
+    out = out if norm is None else norm(out)                  # Identity in a plain ViT
     out = out @ attn.proj.weight.T + attn.proj.bias           # (B, N, D)
     return (out, A) if return_weights else out
 
