@@ -197,3 +197,27 @@ def test_prompt_attributions(x):
     assert _hook_counts(model) == hooks
     with pytest.raises(vx.ConfigError, match="no prompt tokens"):
         attributions.prompt_attributions(_prompted(layers=(1, 2)), x, 1, layer=0)
+
+
+def test_cls_per_layer_agrees_with_timms_forward_intermediates(x):
+    """On a plain ViT the hooks see what timm's own forward_intermediates returns, block by block."""
+    vit = small_vit(depth=3, reg_tokens=2).eval()
+    with torch.no_grad():
+        ours = probes.cls_per_layer(vit, x)                                  # (B, L+1, D)
+        inter = vit.forward_intermediates(x, return_prefix_tokens=True, norm=False, output_fmt="NLC",
+                                           intermediates_only=True)
+    theirs = torch.stack([prefix[:, 0] for _patches, prefix in inter], dim=1)  # (B, L, D) [CLS]
+    assert torch.allclose(ours[:, 1:], theirs, atol=1e-6)
+
+
+def test_attention_maps_agree_with_timms_attention_extract(x):
+    """The weights record_attention reads equal timm.utils.AttentionExtract's on a plain ViT."""
+    from timm.utils import AttentionExtract
+
+    vit = small_vit(depth=2).eval()
+    with torch.no_grad(), probes.record_attention(vit) as rec:
+        vit(x)
+    for blk in vit.blocks:
+        blk.attn.fused_attn = False                                          # fx traces this branch
+    theirs = list(AttentionExtract(vit, method="fx")(x).values())            # per block (B, H, N, N)
+    assert len(theirs) == 2 and all(torch.allclose(a, b, atol=1e-6) for a, b in zip(rec.maps, theirs))

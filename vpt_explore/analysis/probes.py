@@ -100,6 +100,11 @@ def cls_per_layer(model: nn.Module, images: torch.Tensor, token: str = "cls") ->
     Returns:
         (B, L+1, D): index 0 is the input of block 0, index i+1 the output of block i. Values are
         before the final ``norm`` (the head sees ``norm`` of the last entry).
+
+    timm's ``forward_intermediates(..., return_prefix_tokens=True)`` gives the block outputs of a
+    plain ViT, but not the input of block 0, and it runs the backbone without the prompts; hooks on
+    the blocks see both, for a PromptedViT and a plain ViT alike (``tests/analysis/test_probes.py``
+    checks the two agree on a plain ViT).
     """
     if token not in ("cls", "image"):
         raise bad_choice("token", token, ("cls", "image"))
@@ -168,6 +173,11 @@ def record_attention(model: nn.Module) -> Iterator[AttentionRecord]:
     Fused attention returns no weights, so ``blk.attn.fused_attn`` is switched off on the block
     instances only inside the context; the original values and all hooks are restored on exit,
     even when the forward raises. Each forward overwrites ``record.maps``.
+
+    Why not timm's own tools: ``timm.layers.set_fused_attn`` only sets the default for modules built
+    afterwards; ``timm.utils.AttentionExtract`` either traces the model with torch.fx (which cannot
+    trace a PromptedViT: its shape checks see Proxies) or registers hooks it offers no way to remove,
+    and switches the whole model to eval or train. The same ``attn_drop`` hook point is used here.
     """
     vit, rec = _backbone(model), AttentionRecord(model)
     attns = [blk.attn for blk in vit.blocks]
