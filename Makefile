@@ -61,6 +61,12 @@ test: $(STAMP) sysdeps browser-deps
 test-min: $(STAMP_MIN) sysdeps
 	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q -n 2 -m "not browser and not notebooks"
 
+# The course as a static HTML site in site/ (index.html): every notebook executed in the default
+# offline profile (about 40 min on 2 cores); `make site SITE_FLAGS=--fast` runs CI sizes instead.
+SITE_FLAGS ?=
+site: $(STAMP) sysdeps
+	$(PY) -m vpt_explore site --out site $(SITE_FLAGS)
+
 lab: $(STAMP) sysdeps
 	$(VENV)/bin/jupyter lab notebooks/00_setup_and_tour.ipynb
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny,pretrain-dino,reference,reproduce}``."""
+"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny,pretrain-dino,reference,reproduce,site}``."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +14,7 @@ commands:
   pretrain-dino   rebuild the default tiny-dino backbone (distilled from the offline DINOv2)
   reference       regenerate the offline reference results (resumable)
   reproduce       run the reference protocol for one task and method, compare with the reference
+  site            execute the course notebooks and build a static HTML site (`make site`)
 
 `python -m vpt_explore COMMAND --help` shows each command's options."""
 
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     cmd, rest = argv[0], argv[1:]
     from .errors import VPTError, bad_choice
     commands = {"demo": None, "tasks": _tasks, "backbones": _backbones, "bench": None, "pretrain-tiny": None,
-                "pretrain-dino": None, "reference": None, "reproduce": None}
+                "pretrain-dino": None, "reference": None, "reproduce": None, "site": None}
     if cmd not in commands:
         print(f"error: {bad_choice('command', cmd, list(commands))}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -57,6 +58,8 @@ def main(argv=None) -> int:
             from .apps.reproduce import main_reference as run
         elif cmd == "reproduce":
             from .apps.reproduce import main_reproduce as run
+        elif cmd == "site":
+            from .apps.site import main as run
         else:
             run = commands[cmd]
         return run(rest) or 0
