@@ -35,7 +35,7 @@ def same_state(a, b):
 
 
 # --------------------------------------------------------------------------- determinism
-@pytest.mark.parametrize("method", list(vx.METHODS) + ["partial-2", "mlp-2"])
+@pytest.mark.parametrize("method", list(vx.methods_for("vit")) + ["partial-2", "mlp-2"])
 def test_same_seed_gives_identical_runs_for_every_method(method):
     vit = small_vit(depth=2, dim=32)
     train, val = toy_data(n=24), toy_data(n=12, seed=1)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is i
     from .methods.factory import METHODS, make_model
     from .methods.load import load_model
     from .methods.modules import PromptEnsemble
-    from .methods.registry import MethodSpec, parse_method, register_method
+    from .methods.registry import MethodSpec, methods_for, parse_method, register_method
     from .model import multitask, prefix, prompt_file as files, prompted as prompts, vit_math
     from .model.multitask import MultiTaskVPT
     from .model.prefix import PrefixViT
@@ -66,6 +66,7 @@ _LAZY = {
     "storage_table": ("methods.cost", "storage_table"),
     "MethodSpec": ("methods.registry", "MethodSpec"), "parse_method": ("methods.registry", "parse_method"),
     "register_method": ("methods.registry", "register_method"),
+    "methods_for": ("methods.registry", "methods_for"),
     "train": ("training.loop", "train"), "evaluate": ("training.batches", "evaluate"),
     "History": ("training.loop", "History"), "load_model": ("methods.load", "load_model"),
     "sweep": ("training.experiments", "sweep"), "wilcoxon": ("training.experiments", "wilcoxon"),

@@ -12,7 +12,7 @@ import pytest
 import vpt_explore as vx
 
 TASKS = [t.name for t in vx.list_tasks() if t.group != "upstream" and t.offline]
-METHODS = list(vx.METHODS)  # every method make_model builds
+METHODS = list(vx.methods_for("vit"))  # every method make_model builds on a ViT
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from tests.conftest import assert_words, small_vit, toy_data
 FAST = vx.TrainConfig(epochs=3, batch_size=16, progress=False, warmup_epochs=0.5)
 
 
-@pytest.mark.parametrize("method", list(vx.METHODS) + ["partial-2", "mlp-1"])
+@pytest.mark.parametrize("method", list(vx.methods_for("vit")) + ["partial-2", "mlp-1"])
 def test_every_method_trains_and_backbone_stays_shared(method):
     vit = small_vit(depth=2)
     ref = {k: v.clone() for k, v in vit.state_dict().items()}
