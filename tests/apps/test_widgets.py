@@ -249,3 +249,17 @@ def test_the_panel_is_built_without_importing_timm():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_pixel_prompters_train_from_the_lab_with_only_their_length():
+    lab = TrainingLab(probe_network=False, **TINY, method="pad-prompt", length=3)
+    c = lab.controls
+    assert "conv-pad" not in c["method"].options  # every lab backbone is a ViT
+    assert not c["length"].disabled and all(c[n].disabled for n in ("layers", "k", "location", "share", "pool"))
+    assert "width in pixels" in lab.message.value
+    method, prompt, *_ = lab.config()
+    assert method == "pad-prompt" and prompt.length == 3
+    row = lab.train(block=True)
+    assert row["status"] == "completed" and row["config"] == "p=3 px" and row["trainable"] > 0
+    lab.set(method="vpt-deep")
+    assert not c["location"].disabled and "width in pixels" not in lab.message.value

@@ -15,13 +15,16 @@ from ..backbones.load import list_backbones, load_backbone
 from ..data.registry import load_task
 from ..errors import ConfigError
 from ..methods.factory import METHODS, make_model
-from ..methods.registry import parse_method
+from ..methods.registry import methods_for, parse_method
 from ..training.batches import evaluate
 from ..training.loop import train
 from ..training.profiles import cached_weights, hub_reachable
 from .lab_results import result_row
 
-PROMPT_METHODS = tuple(m for m in METHODS if parse_method(m)[0].has_prompts)
+LAB_METHODS = methods_for("vit")  # every lab backbone is a ViT (conv-pad is for ConvNets)
+PROMPT_METHODS = tuple(m for m in LAB_METHODS if parse_method(m)[0].has_prompts)
+# prompts on the input image (Bahng et al.'s pad / patch prompters): only their length (pixels) is set
+PIXEL_METHODS = tuple(m for m in PROMPT_METHODS if parse_method(m)[0].input_prompt)
 
 
 def available_backbones(environ: Mapping[str, str] = os.environ, probe_network: bool = True
@@ -57,6 +60,8 @@ def available_devices() -> List[str]:
 
 def run_label(method: str, prompt) -> str:
     """The results table's "config" cell: the prompt setup's short name, or "-" without prompts."""
+    if method in PIXEL_METHODS:
+        return f"p={prompt.length} px"
     return prompt.short_name() if method in PROMPT_METHODS else "-"
 
 

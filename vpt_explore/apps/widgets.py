@@ -22,10 +22,10 @@ from ..backbones.load import BACKBONES, DEFAULT_BACKBONE
 from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
 from ..data.registry import list_tasks
 from ..errors import ConfigError, VPTError, bad_choice, require_package
-from ..methods.factory import METHODS
 from .lab_results import curves_output, curves_png, results_html
 from .lab_rules import MAX_LENGTH, snap
-from .lab_runner import PROMPT_METHODS, LabRunner, available_backbones, available_devices, run_title
+from .lab_runner import (LAB_METHODS, PIXEL_METHODS, PROMPT_METHODS, LabRunner, available_backbones,
+                         available_devices, run_title)
 
 W = require_package("ipywidgets", feature="the training lab")  # OldPackageError below 7.7.1
 
@@ -94,7 +94,7 @@ class TrainingLab:
         task = "shapes-loc" if "shapes-loc" in names else names[0]
         depth, n_patches = _geometry(DEFAULT_BACKBONE)
         c = self.controls = {
-            "method": W.Dropdown(options=list(METHODS), value="vpt-deep", description="method", **_look()),
+            "method": W.Dropdown(options=list(LAB_METHODS), value="vpt-deep", description="method", **_look()),
             "backbone": W.Dropdown(options=backbones, value=DEFAULT_BACKBONE, description="backbone", **_look()),
             "device": W.Dropdown(options=["auto"] + available_devices(), value="auto", description="device",
                                  **_look()),
@@ -212,15 +212,20 @@ class TrainingLab:
     def _refresh(self, notes: List[str]) -> None:
         """Enable/disable controls for the current values; show notes and any config error."""
         c, prompt_on = self.controls, self.controls["method"].value in PROMPT_METHODS
+        pixel = c["method"].value in PIXEL_METHODS
         concat = c["location"].value == "concat-channel"
         for n in PROMPT_FIELDS:
-            c[n].disabled = not prompt_on
-        c["layers"].disabled = not prompt_on or concat
-        c["share"].disabled = not prompt_on or concat
-        c["k"].disabled = not prompt_on or c["layers"].value not in ("first-k", "last-k") or concat
+            c[n].disabled = not prompt_on or (pixel and n != "length")
+        tokens_off = not prompt_on or pixel
+        c["layers"].disabled = tokens_off or concat
+        c["share"].disabled = tokens_off or concat
+        c["k"].disabled = tokens_off or c["layers"].value not in ("first-k", "last-k") or concat
         c["base_lr"].disabled = c["auto_lr"].value
         if not prompt_on:
             notes = notes + [f"{c['method'].value} has no prompts: the prompt controls are off"]
+        elif pixel:
+            notes = notes + [f"{c['method'].value} learns pixels on the input image (Bahng et al. 2022): length p is "
+                             f"its width in pixels; the token controls are off"]
         self._notes, self._run_error = notes, ""  # a change clears the last run's error
         try:
             self.config()
@@ -247,7 +252,9 @@ class TrainingLab:
         """
         v = {n: w.value for n, w in self.controls.items()}
         method, depth = v["method"], _geometry(v["backbone"])[0]
-        if method in PROMPT_METHODS:
+        if method in PIXEL_METHODS:
+            prompt = PromptConfig(length=v["length"], layers="shallow")
+        elif method in PROMPT_METHODS:
             k = min(v["k"], depth)
             layers = {"shallow": "shallow" if method == "vpt-shallow" else (0,), "deep": "deep",
                       "first-k": tuple(range(k)), "last-k": tuple(range(depth - k, depth))}[v["layers"]]
