@@ -147,3 +147,38 @@ def test_import_fails_once_and_clearly_with_an_old_timm(tmp_path):
     assert last.startswith("vpt_explore.errors.OldPackageError: vpt_explore needs timm>=1.0.9, "
                            "but timm 1.0.3 is installed"), last
     assert "AttributeError" not in out.stderr
+
+
+# ----------------------------------------------------------------- conda and Binder: what the tests ran
+def _env_pip_lines(path: Path) -> dict:
+    yaml = pytest.importorskip("yaml")
+    data = yaml.safe_load(path.read_text())
+    pip = next(d["pip"] for d in data["dependencies"] if isinstance(d, dict) and "pip" in d)
+    reqs = [Requirement(line) for line in pip if not line.startswith("-")]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def _constraints_pins() -> dict:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
+    return pins
+
+
+@pytest.mark.parametrize("path", [ROOT / "environment.yml", ROOT / "binder" / "environment.yml"],
+                         ids=["conda", "binder"])
+def test_env_files_have_the_tested_floors_and_torch(path):
+    """Every floor in the file is the one make test-min installs; torch/torchvision are pinned to
+    the builds make test runs (constraints.txt; Binder takes the CPU wheels of the same release)."""
+    have, floors = _env_pip_lines(path), _constraints_min()
+    for name, req in have.items():
+        if name in ("torch", "torchvision"):
+            (spec,) = list(req.specifier)
+            assert spec.operator == "==" and spec.version.split("+")[0] == _constraints_pins()[name], \
+                f"{path.name}: {req} is not the {name} make test runs ({_constraints_pins()[name]})"
+        elif name != "vpt-explore":
+            assert Version(_floor(req)) == Version(floors[name]), \
+                f"{path.name}: {req} has another floor than the tested {name}=={floors[name]}"

@@ -22,15 +22,15 @@ ImageSize = Union[int, Tuple[int, int]]
 def data_config(vit: nn.Module) -> dict:
     """Input size, mean and std the backbone expects.
 
-    Mean, std (and timm's ``interpolation``, ``crop_pct``) come from ``timm.data.resolve_data_config``
-    on the model (its ``pretrained_cfg``, ImageNet's values when it has none); the input size is the
-    one the model was built at (``patch_embed.img_size``), which may differ from its pretraining size.
+    Mean and std come from ``timm.data.resolve_data_config`` on the model (its ``pretrained_cfg``,
+    ImageNet's values when it has none); the input size is the one the model was built at
+    (``patch_embed.img_size``), which may differ from its pretraining size.
     """
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=vit)
     H, W = vit.patch_embed.img_size
-    return {**cfg, "input_size": (3, H, W), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+    return {"input_size": (3, H, W), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
 
 
 @dataclass(frozen=True)
