@@ -57,9 +57,10 @@ demo: $(STAMP) sysdeps
 test: $(STAMP) sysdeps browser-deps
 	$(PY) -m pytest -q -n 2
 
-# The library and widget tests (ipywidgets 7.7.1) at the declared floors; no browser, no notebooks.
+# The library and widget tests (ipywidgets 7.7.1) at the declared floors. Left out: the browser
+# and notebook tests (the stack make test runs) and the `slow` recipe scan (every method x task).
 test-min: $(STAMP_MIN) sysdeps
-	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q -n 2 -m "not browser and not notebooks"
+	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q -n 2 -m "not browser and not notebooks and not slow"
 
 # The course as a static HTML site in site/ (index.html): every notebook executed in the default
 # offline profile (about 40 min on 2 cores); `make site SITE_FLAGS=--fast` runs CI sizes instead.
