@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vpt_explore.apps.lab_rules import snap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,3 +63,20 @@ def test_the_rules_import_no_widget():
     code = "import sys, vpt_explore.apps.lab_rules; assert 'ipywidgets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120,
                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_run_config_builds_what_the_controls_describe():
+    from vpt_explore.apps.lab_rules import run_config
+    from vpt_explore.config import PromptConfig
+    from vpt_explore.errors import ConfigError
+    v = dict(method="vpt-deep", layers="last-k", k=2, length=7, location="prepend", share="none", pool="cls",
+             task="count", train_size=96, epochs=3, auto_lr=False, base_lr=0.5, device="cpu", backbone="tiny-dino")
+    opts = {"batch_size": 32, "seed": 1}
+    method, prompt, tcfg, task, backbone = run_config(v, kind="tokens", depth=6, task_size=800, options=opts)
+    assert prompt == PromptConfig(length=7, layers=(4, 5)) and (task, backbone) == ("count", "tiny-dino")
+    assert (tcfg.epochs, tcfg.batch_size, tcfg.base_lr, tcfg.seed, tcfg.device) == (3, 32, 0.5, 1, "cpu")
+    assert run_config(dict(v, method="pad-prompt"), kind="pixel", depth=6, task_size=800,
+                      options=opts)[1] == PromptConfig(length=7, layers="shallow")
+    assert run_config(dict(v, auto_lr=True), kind="none", depth=6, task_size=800, options=opts)[1].length == 0
+    with pytest.raises(ConfigError, match=r"train size=96 is larger than the 'count' train split \(50 images\)"):
+        run_config(v, kind="tokens", depth=6, task_size=50, options=opts)

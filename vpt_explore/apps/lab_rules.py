@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..config import PromptConfig, TrainConfig
+from ..errors import ConfigError
+
 MAX_LENGTH = 200  # the longest prompt the paper tries (Fig. 6: p in {1, 5, 10, 50, 100, 200})
 
 
@@ -78,3 +81,39 @@ def _concat_channel(v: Dict[str, Any], name: str) -> List[str]:
         return ["concat-channel adds input channels, so it is shallow only, with share=none"]
     v["location"] = "prepend"
     return ["concat-channel exists only at the input (shallow); location set to prepend"]
+
+
+def run_config(values: Mapping[str, Any], *, kind: str, depth: int, task_size: int,
+               options: Mapping[str, Any]) -> Tuple[str, PromptConfig, TrainConfig, str, str]:
+    """The run the controls describe: (method, PromptConfig, TrainConfig, task, backbone).
+
+    Args:
+        values: every control's value (method, layers, k, length, location, share, pool, task,
+            train_size, epochs, auto_lr, base_lr, device, backbone).
+        kind: the method's prompts: ``"tokens"`` (VPT and friends), ``"pixel"`` (a prompter on the
+            input image: only its width in pixels counts) or ``"none"``.
+        depth: the backbone's number of blocks (first-k / last-k).
+        task_size: the task's train split size.
+        options: the lab's run options (batch_size, seed).
+
+    Raises:
+        VPTError: the controls describe an invalid run (PromptConfig and TrainConfig check their fields).
+    """
+    v, method = values, values["method"]
+    if kind == "pixel":
+        prompt = PromptConfig(length=v["length"], layers="shallow")
+    elif kind == "tokens":
+        k = min(v["k"], depth)
+        layers = {"shallow": "shallow" if method == "vpt-shallow" else (0,), "deep": "deep",
+                  "first-k": tuple(range(k)), "last-k": tuple(range(depth - k, depth))}[v["layers"]]
+        prompt = PromptConfig(length=v["length"], layers=layers, location=v["location"], share=v["share"],
+                              pool=v["pool"])
+    else:
+        prompt = PromptConfig(length=0)
+    if v["train_size"] > task_size:
+        raise ConfigError(f"train size={v['train_size']} is larger than the {v['task']!r} train split "
+                          f"({task_size} images); choose at most {task_size}")
+    tcfg = TrainConfig(epochs=v["epochs"], batch_size=min(options["batch_size"], v["train_size"]),
+                       base_lr=None if v["auto_lr"] else float(v["base_lr"]), seed=options["seed"],
+                       device=v["device"], progress=False)
+    return method, prompt, tcfg, v["task"], v["backbone"]

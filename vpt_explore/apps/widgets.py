@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..backbones.load import BACKBONES, DEFAULT_BACKBONE
 from ..config import LOCATIONS, POOLS, SHARES, PromptConfig, TrainConfig
 from ..data.registry import list_tasks
-from ..errors import ConfigError, VPTError, bad_choice, require_package
+from ..errors import VPTError, bad_choice, require_package
 from .lab_results import curves_output, curves_png, results_html
-from .lab_rules import MAX_LENGTH, snap
+from .lab_rules import MAX_LENGTH, run_config, snap
 from .lab_runner import (LAB_METHODS, PIXEL_METHODS, PROMPT_METHODS, LabRunner, available_backbones,
                          available_devices, run_title)
 
@@ -245,32 +245,15 @@ class TrainingLab:
         self.train_button.disabled = bool(self._error) or running or self.running
 
     def config(self) -> Tuple[str, PromptConfig, TrainConfig, str, str]:
-        """What Train would run: (method, PromptConfig, TrainConfig, task, backbone).
+        """What Train would run: (method, PromptConfig, TrainConfig, task, backbone); see ``lab_rules.run_config``.
 
         Raises:
             VPTError: the controls describe an invalid run (the panel shows the message).
         """
         v = {n: w.value for n, w in self.controls.items()}
-        method, depth = v["method"], _geometry(v["backbone"])[0]
-        if method in PIXEL_METHODS:
-            prompt = PromptConfig(length=v["length"], layers="shallow")
-        elif method in PROMPT_METHODS:
-            k = min(v["k"], depth)
-            layers = {"shallow": "shallow" if method == "vpt-shallow" else (0,), "deep": "deep",
-                      "first-k": tuple(range(k)), "last-k": tuple(range(depth - k, depth))}[v["layers"]]
-            prompt = PromptConfig(length=v["length"], layers=layers, location=v["location"], share=v["share"],
-                                  pool=v["pool"])
-        else:
-            prompt = PromptConfig(length=0)
-        size = self._task_sizes[v["task"]]
-        if v["train_size"] > size:
-            raise ConfigError(f"train size={v['train_size']} is larger than the {v['task']!r} train split "
-                              f"({size} images); choose at most {size}")
-        o = self.options
-        tcfg = TrainConfig(epochs=v["epochs"], batch_size=min(o["batch_size"], v["train_size"]),
-                           base_lr=None if v["auto_lr"] else float(v["base_lr"]), seed=o["seed"],
-                           device=v["device"], progress=False)
-        return method, prompt, tcfg, v["task"], v["backbone"]
+        kind = "pixel" if v["method"] in PIXEL_METHODS else "tokens" if v["method"] in PROMPT_METHODS else "none"
+        return run_config(v, kind=kind, depth=_geometry(v["backbone"])[0], task_size=self._task_sizes[v["task"]],
+                          options=self.options)
 
     def paper_setting(self) -> None:
         """Set the paper's epochs, training-set size and a prompt length from its grid (``PAPER``).
