@@ -57,10 +57,11 @@ demo: $(STAMP) sysdeps
 test: $(STAMP) sysdeps browser-deps
 	$(PY) -m pytest -q -n 2
 
-# The library and widget tests (ipywidgets 7.7.1) at the declared floors. Left out: the browser
-# and notebook tests (the stack make test runs) and the `slow` recipe scan (every method x task).
+# The library and widget tests at the declared floors, then the widget notebook (06) in fast mode
+# under ipywidgets 7.7.1. Left out: the browser test, the other notebooks and the `slow` recipe scan.
 test-min: $(STAMP_MIN) sysdeps
 	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q -n 2 -m "not browser and not notebooks and not slow"
+	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q "tests/test_notebooks.py::test_notebook_runs_in_fast_mode[06_training_lab]"
 
 # The course as a static HTML site in site/ (index.html): every notebook executed in the default
 # offline profile (about 40 min on 2 cores); `make site SITE_FLAGS=--fast` runs CI sizes instead.

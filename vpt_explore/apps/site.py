@@ -86,7 +86,6 @@ def to_html(nb) -> str:
 
 def index_html(pages: Sequence[Page], fast: bool) -> str:
     """The site's front page: the notebooks in order, how each was run and how long it took."""
-    from .. import __version__
     from ..versions import installed
 
     mode = "fast mode (VPT_FAST=1, CI sizes)" if fast else "the default offline profile"
@@ -94,14 +93,14 @@ def index_html(pages: Sequence[Page], fast: bool) -> str:
         f'<tr><td><a href="{html.escape(p.html_name)}">{html.escape(p.title)}</a></td>'
         f"<td><code>{html.escape(p.source.name)}</code></td><td>{p.seconds:.0f} s</td></tr>"
         for p in pages)
-    stack = ", ".join(f"{n} {installed(n) or '-'}" for n in ("torch", "timm", "ipywidgets"))
+    stack = ", ".join(f"{n} {installed(n) or '-'}" for n in ("vpt_explore", "torch", "timm", "ipywidgets"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>vpt_explore: the course</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}}
 td,th{{padding:.3em .8em;text-align:left}}tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>Visual Prompt Tuning: the course</h1>
 <p>Every notebook executed top to bottom in {mode}, offline, on {time.strftime('%Y-%m-%d')}
-(vpt_explore {__version__}; {html.escape(stack)}).</p>
+({html.escape(stack)}).</p>
 <table><tr><th>notebook</th><th>file</th><th>run time</th></tr>
 {rows}
 </table></body></html>
