@@ -22,11 +22,12 @@ def test_seed_reaches_every_method(monkeypatch, method, has_length):
     assert seen.get("seed") == 7 and ("length" in seen) == has_length
 
 
-def test_reference_lr_comes_from_the_shipped_reference_else_auto():
-    from vpt_explore.analysis.reference import offline
+def test_reference_lr_comes_from_the_shipped_reference_else_auto(tmp_path):
+    from vpt_explore.analysis.reference import offline, tuned_lr
     c = offline()["cells"][0]
-    assert demo._reference_lr(c["task"], c["method"]) == c["base_lr"]
-    assert demo._reference_lr("faces", "no-such-method") == "auto"
+    assert tuned_lr(c["task"], c["method"]) == c["base_lr"]
+    assert tuned_lr("faces", "no-such-method") == "auto"
+    assert tuned_lr(c["task"], c["method"], path=tmp_path / "missing.json") == "auto"  # no file: search now
 
 
 def test_demo_cli_rejects_a_bad_base_lr(capsys):

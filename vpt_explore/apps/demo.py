@@ -39,6 +39,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
     the same task and method in the offline reference (VTAB-1k sizes), and runs the search itself
     where the reference has no such cell; ``"auto"`` always searches; ``None`` uses the defaults.
     """
+    from ..analysis.reference.offline_runs import tuned_lr
     from ..backbones.load import load_backbone
     from ..config import TrainConfig
     from ..data.registry import load_task
@@ -58,7 +59,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
             prompt_kw = {"length": length} if parse_method(method)[0].has_prompts else {}
             model = make_model(method, vit, train_set.num_classes, seed=seed, **prompt_kw)  # --seed reaches every method
             cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)),
-                              base_lr=_reference_lr(task, method) if base_lr == "reference" else base_lr,
+                              base_lr=tuned_lr(task, method) if base_lr == "reference" else base_lr,
                                  weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
                                  warmup_epochs=1, progress=progress)
             t0 = time.time()
@@ -75,17 +76,6 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
             print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
                   f"base_lr={hist.base_lr:<8.3g} {time.time() - t0:5.1f}s", flush=True)
     return results
-
-
-def _reference_lr(task: str, method: str):
-    """The base_lr the offline reference's search picked for (task, method), else "auto"."""
-    from ..analysis.reference.offline_runs import cell
-    from ..errors import VPTError
-    try:
-        found = cell(task, method)
-    except VPTError:
-        found = None
-    return found["base_lr"] if found else "auto"
 
 
 def _fastest_eval_model(model):

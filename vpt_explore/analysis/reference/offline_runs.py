@@ -52,6 +52,21 @@ def cell(task: str, method: str, path: Optional[os.PathLike] = None) -> Optional
     return None
 
 
+def tuned_lr(task: str, method: str, path: Optional[os.PathLike] = None):
+    """The base_lr that ``base_lr="auto"`` picked for (task, method) when the reference was made, else ``"auto"``.
+
+    The reference's search ran on the same splits and sizes a ``"cpu"``-profile run uses, so a
+    notebook can reuse its pick instead of searching again; a missing cell or reference file gives
+    ``"auto"`` (search now).
+    """
+    from ...errors import VPTError
+    try:
+        found = cell(task, method, path)
+    except VPTError:
+        found = None
+    return found["base_lr"] if found and found.get("base_lr") is not None else "auto"
+
+
 def complete_tasks(path: Optional[os.PathLike] = None) -> List[str]:
     """The tasks on which every method of ``METHODS`` has been run (group means use only these)."""
     return _complete(offline(path)["cells"])
