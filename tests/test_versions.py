@@ -182,3 +182,28 @@ def test_env_files_have_the_tested_floors_and_torch(path):
         elif name != "vpt-explore":
             assert Version(_floor(req)) == Version(floors[name]), \
                 f"{path.name}: {req} has another floor than the tested {name}=={floors[name]}"
+
+
+# ----------------------------------------------------------------- an older timm: token path, one line
+def test_prefix_path_falls_back_with_one_note_when_timm_lacks_an_attention_part():
+    """A timm whose Attention lacks a part the prefix path reads: training takes the token path
+    (same logits), with one warning naming timm's version and the missing part; no AttributeError."""
+    import warnings
+
+    import torch
+
+    from tests.conftest import small_vit
+
+    model = vx.PromptedViT(small_vit(depth=2), vx.PromptConfig(length=3, layers="deep"),
+                           num_classes=4, seed=0).train()
+    assert model.uses_prefix_path()
+    model = vx.PromptedViT(small_vit(depth=2), vx.PromptConfig(length=3, layers="deep"),
+                           num_classes=4, seed=0).train()
+    for blk in model.vit.blocks:
+        del blk.attn.scale                             # as if this timm had no Attention.scale
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert not model.uses_prefix_path()
+        model(torch.randn(2, 3, 32, 32)).sum().backward()
+    notes = [str(w.message) for w in seen if "token path" in str(w.message)]
+    assert len(notes) == 1 and "Attention has no scale" in notes[0] and "timm " in notes[0], notes
