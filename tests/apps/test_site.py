@@ -21,7 +21,7 @@ def test_course_notebooks_in_order_and_only():
 
 
 def test_title_is_the_first_heading():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("[badge](x)\n\n# 07 · Title here\ntext")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("[badge](x)\n\n# 07 · Title `here`\ntext")])
     assert site.notebook_title(nb) == "07 · Title here"
 
 

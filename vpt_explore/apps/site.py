@@ -52,7 +52,7 @@ def notebook_title(nb) -> str:
         if cell.cell_type == "markdown":
             match = re.search(r"^#\s+(.+)$", cell.source, re.M)
             if match:
-                return match.group(1).strip()
+                return match.group(1).replace("`", "").strip()  # Markdown code marks
     return nb.metadata.get("title", "notebook")
 
 
