@@ -65,6 +65,17 @@ def poll(cond, timeout: float, what: str, every: float = 0.25):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """End a server started with ``start_new_session=True`` and everything it started (kernels)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 @pytest.fixture
 def lab_server(tmp_path):
     """A JupyterLab server on a free port, in a temporary root holding a copy of notebook 06."""
@@ -98,13 +109,7 @@ def lab_server(tmp_path):
             proc.wait(timeout=15)
         except Exception:  # noqa: BLE001
             pass
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_group(proc)
         log.close()
 
 

@@ -8,7 +8,6 @@ the kernel to be culled. Every wait is bounded; voila and the browser are always
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.apps.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, poll, sync_api
+from tests.apps.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, poll, stop_group, sync_api
 
 pytestmark = pytest.mark.browser
 pytest.importorskip("voila", reason="voila is not installed")
@@ -81,10 +80,5 @@ def test_present_renders_the_panel_without_training_and_frees_its_kernel(tmp_pat
              every=1.0)
         assert "Culling 'idle' kernel" in (tmp_path / "voila.log").read_text()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
