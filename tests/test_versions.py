@@ -47,16 +47,21 @@ def _floor(req: Requirement) -> str:
     return floors[0]
 
 
-def _constraints_min() -> dict:
+def _pins(filename: str) -> dict:
+    """name -> version of a constraints file at the repository root, whose every line pins with '=='."""
     pins = {}
-    for line in (ROOT / "constraints-min.txt").read_text().splitlines():
+    for line in (ROOT / filename).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             req = Requirement(line)
             (spec,) = list(req.specifier)
-            assert spec.operator == "==", f"constraints-min.txt pins exactly: {line}"
+            assert spec.operator == "==", f"{filename} pins exactly: {line}"
             pins[canonicalize_name(req.name)] = spec.version
     return pins
+
+
+def _constraints_min() -> dict:
+    return _pins("constraints-min.txt")
 
 
 FLOORED = _requirements("offline", "notebooks")
@@ -159,13 +164,7 @@ def _env_pip_lines(path: Path) -> dict:
 
 
 def _constraints_pins() -> dict:
-    pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            req = Requirement(line)
-            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
-    return pins
+    return _pins("constraints.txt")
 
 
 @pytest.mark.parametrize("path", [ROOT / "environment.yml", ROOT / "binder" / "environment.yml"],

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ..backbones.load import list_backbones, load_backbone
 from ..data.registry import load_task
 from ..errors import ConfigError
-from ..methods.factory import METHODS, make_model
+from ..methods.factory import make_model
 from ..methods.registry import methods_for, parse_method
 from ..training.batches import evaluate
 from ..training.loop import train

@@ -38,7 +38,6 @@ from torch import nn
 from ..config import PromptConfig, _check_int
 from ..errors import ConfigError, did_you_mean
 from ..model.input_prompted import backbone_kind
-from ..model.prompted import PromptedViT
 from .registry import MethodSpec, method_names, methods_for, parse_method
 
 METHODS = method_names()  # the built-in methods; registered ones appear in registry.method_names()
