@@ -19,7 +19,7 @@ POOLS = ("cls", "image", "prompt", "global")
 INITS = ("random", "cls")
 LAYER_WORDS = ("shallow", "deep")
 OPTIMIZERS = ("auto", "sgd", "adamw")
-AMPS = (None, "bf16", "fp16")
+AMPS = (None, "auto", "bf16", "fp16")
 
 Layers = Union[str, Tuple[int, ...]]
 
@@ -210,7 +210,12 @@ class TrainConfig:
         warmup_epochs: linear warm-up, then cosine decay to zero.
         seed: seeds data order, initialisation and dropout.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (GPU).
+        amp: ``None`` (fp32), ``"auto"`` (bf16 where the device computes it natively: a bf16 CUDA
+            GPU, or a CPU with avx512_bf16 / AMX / Arm bf16; fp32 elsewhere, with a note),
+            ``"bf16"`` or ``"fp16"`` autocast. ``"bf16"`` on a CPU without native bf16 is refused.
+        threads: CPU threads for this run: ``None`` leaves torch's setting, an int sets it,
+            ``"auto"`` uses every core when the machine is idle and leaves the busy ones to the
+            other programs (``vx.training.threads.pick_threads``).
         compile: wrap the model in ``torch.compile``.
         cache_features: ``"auto"`` caches frozen backbone features when only a head trains.
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
@@ -238,6 +243,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint: Optional[str] = None
     num_workers: int = 0
+    threads: Union[int, str, None] = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -263,6 +269,10 @@ class TrainConfig:
             _check_float("grad_clip", self.grad_clip, 0.0, float("inf"), low_open=True)
         _check_float("label_smoothing", self.label_smoothing, 0.0, 1.0)
         _check_int("num_workers", self.num_workers)
+        if self.threads is not None and self.threads != "auto":
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+                raise ConfigError(f"threads={self.threads!r} must be None (torch's setting), 'auto' or an "
+                                  f"integer >= 1")
         for name in ("compile", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")

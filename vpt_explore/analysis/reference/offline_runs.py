@@ -15,7 +15,25 @@ from typing import Dict, List, Optional, Sequence
 
 from ...errors import DataError, MissingFileError
 
-REFERENCE_FILE = Path(__file__).resolve().parents[2] / "assets" / "offline_reference.json"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+# The offline reference the course compares with (the "cpu" profile's backbone and resolution), and
+# the small backbone's, which the scale lesson sets beside it.
+MAIN_BACKBONE, MAIN_IMG_SIZE = "dinov2-s14-offline", 56
+SMALL_BACKBONE, SMALL_IMG_SIZE = "tiny-dino", 32
+
+
+def default_img_size(backbone: str) -> int:
+    """The resolution a reference of ``backbone`` is made at (the shipped ones: 56 px and 32 px)."""
+    return MAIN_IMG_SIZE if backbone == MAIN_BACKBONE else 32 if backbone in ("tiny", "tiny-dino") else 224
+
+
+def reference_file(backbone: str = MAIN_BACKBONE, img_size: Optional[int] = None) -> Path:
+    """Where the reference of ``backbone`` at ``img_size`` px lives in the package."""
+    return ASSETS / f"reference_{backbone}_{img_size or default_img_size(backbone)}px.json"
+
+
+REFERENCE_FILE = reference_file(MAIN_BACKBONE, MAIN_IMG_SIZE)
+SMALL_REFERENCE_FILE = reference_file(SMALL_BACKBONE, SMALL_IMG_SIZE)
 METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
 # structured tasks first: they are where the paper's VPT effects are largest
 TASK_ORDER = ("shapes-loc", "count", "textures", "mnist", "dist", "shapes-ori", "modality", "animal-mnist",
