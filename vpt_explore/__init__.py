@@ -1,7 +1,7 @@
 """vpt_explore: learn and explore Visual Prompt Tuning (Jia et al., ECCV 2022) on timm ViTs.
 
     import vpt_explore as vx
-    vit = vx.load_backbone()            # the default offline backbone, "tiny-dino"
+    vit = vx.load_backbone("dinov2-s14-offline", img_size=56)   # a real pretrained ViT-S, offline
     model = vx.PromptedViT(vit, vx.PromptConfig(length=10, layers="deep"), num_classes=10)
 
 The package is layered like the flow above; imports only point down this list:
@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is i
     from .training.profiles import PROFILES, Profile, resolve_profile, use_profile
     from .data.vtab_check import fgvc_split, validate_vtab_folder
     from .apps.reproduce import reproduce
+    from .apps import precomputed
 
 __version__ = "0.1.0"
 
@@ -98,6 +99,7 @@ _LAZY = {
     "PROFILES": ("training.profiles", "PROFILES"),
     "validate_vtab_folder": ("data.vtab_check", "validate_vtab_folder"),
     "fgvc_split": ("data.vtab_check", "fgvc_split"), "reproduce": ("apps.reproduce", "reproduce"),
+    "precomputed": ("apps.precomputed", None),
 }
 
 __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_backbones",

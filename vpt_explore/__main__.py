@@ -1,4 +1,4 @@
-"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny,pretrain-dino,reference,reproduce,site}``."""
+"""Command line: ``python -m vpt_explore {demo,tasks,backbones,bench,pretrain-tiny,pretrain-dino,reference,reproduce,precompute,resolution,site}``."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +14,8 @@ commands:
   pretrain-dino   rebuild the default tiny-dino backbone (distilled from the offline DINOv2)
   reference       regenerate the offline reference results (resumable)
   reproduce       run the reference protocol for one task and method, compare with the reference
+  resolution      accuracy and training seconds of DINOv2-S at several input sizes (why 56 px)
+  precompute      retrain the small models notebooks 07 and 08 show with PRECOMPUTED = True
   site            execute the course notebooks and build a static HTML site (`make site`)
 
 `python -m vpt_explore COMMAND --help` shows each command's options."""
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
     cmd, rest = argv[0], argv[1:]
     from .errors import VPTError, bad_choice
     commands = {"demo": None, "tasks": _tasks, "backbones": _backbones, "bench": None, "pretrain-tiny": None,
-                "pretrain-dino": None, "reference": None, "reproduce": None, "site": None}
+                "pretrain-dino": None, "reference": None, "reproduce": None, "site": None, "precompute": None, "resolution": None}
     if cmd not in commands:
         print(f"error: {bad_choice('command', cmd, list(commands))}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -58,6 +60,10 @@ def main(argv=None) -> int:
             from .apps.reproduce import main_reference as run
         elif cmd == "reproduce":
             from .apps.reproduce import main_reproduce as run
+        elif cmd == "resolution":
+            from .apps.resolution import main as run
+        elif cmd == "precompute":
+            from .apps.precomputed import main as run
         elif cmd == "site":
             from .apps.site import main as run
         else:

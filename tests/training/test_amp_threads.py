@@ -70,7 +70,7 @@ def test_train_sets_threads_for_the_run_and_puts_them_back(small):
     seen = []
     model = vx.make_model("vpt-deep", vit, data.num_classes, length=2)
     hist = vx.train(model, data, None, vx.TrainConfig(epochs=1, threads=1, progress=False),
-                    callbacks=[lambda event, h, m: seen.append(torch.get_num_threads())])
+                    callbacks=[lambda event, h, m: event == "step" and seen.append(torch.get_num_threads())])
     assert set(seen) == {1} and hist.threads == 1 and torch.get_num_threads() == before
     with pytest.raises(vx.ConfigError) as e:
         vx.TrainConfig(threads=0)

@@ -1,12 +1,13 @@
 """``python -m vpt_explore demo``: the paper's Table 1 comparison, small enough for a laptop CPU.
 
-Trains linear, mlp-3, bias, adapter, VPT-shallow, VPT-deep and full fine-tuning on one natural,
-one specialized and one structured task of the offline suite with the default offline backbone
-(``tiny-dino``; or ``--backbone tiny`` / ``dinov2-s14-offline``), each at the learning rate
-``base_lr="auto"`` picked on a validation split for the offline reference (or picks now, where
-the reference has no such cell), then prints a table (accuracy, trainable
-parameters, seconds), the offline reference's group means next to the paper's (the directions a
-lecture teaches), and saves a figure. Nothing touches the network.
+Trains the paper's headline methods (Table 1: linear, VPT-shallow, VPT-deep, full fine-tuning;
+``--methods`` adds mlp-3, bias, adapter) on one natural, one specialized and one structured task of
+the offline suite with the ``"cpu"`` profile's backbone (DINOv2-S/14 at 56 px, bf16 where the CPU
+has it; ``--backbone tiny-dino`` for the 0.8M one), each at the learning rate ``base_lr="auto"``
+picked on a validation split for that backbone's offline reference (or picks now, where the
+reference has no such cell), then prints a table (accuracy, trainable parameters, seconds), the
+offline reference's group means next to the paper's (the directions a lecture teaches), and
+saves a figure. Nothing touches the network.
 """
 from __future__ import annotations
 
@@ -15,32 +16,38 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
-DEFAULT_METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
-DEFAULT_TASKS = ("mnist", "textures", "count")
+DEFAULT_METHODS = ("linear", "vpt-shallow", "vpt-deep", "full")
+ALL_METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "full")
+DEFAULT_TASKS = ("animal-mnist", "textures", "shapes-loc")
 
 
-def set_threads() -> int:
-    """Use every core for intra-op work, one thread for inter-op (best for small CPU batches)."""
-    n = os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
+def _backbone(name: Optional[str], img_size: Optional[int]):
+    """The demo's backbone: the "cpu" profile's (DINOv2-S/14 at 56 px) unless another is named."""
+    from ..backbones.load import load_backbone
+    from ..training.profiles import PROFILES
+    cpu = PROFILES["cpu"]
+    name = name or cpu.backbone
+    if name == cpu.backbone:
+        return load_backbone(name, img_size=img_size or cpu.img_size)
+    return load_backbone(name, img_size=img_size) if img_size else load_backbone(name)
 
 
-def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino", epochs: int = 5,
+def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = None, epochs: int = 5,
         n_train: int = 300, n_test: int = 500, batch_size: int = 32, seed: int = 0,
-        length: int = 10, out: str = "demo_out", progress: bool = False, base_lr="reference") -> List[Dict]:
+        length: int = 10, out: str = "demo_out", progress: bool = False, base_lr="reference",
+        img_size: Optional[int] = None, amp: Optional[str] = "auto", threads="auto") -> List[Dict]:
     """Train every method on every task; return one result dict per (task, method).
 
     ``base_lr="reference"`` (the default) takes the learning rate that ``base_lr="auto"`` picked for
     the same task and method in the offline reference (VTAB-1k sizes), and runs the search itself
     where the reference has no such cell; ``"auto"`` always searches; ``None`` uses the defaults.
     """
-    from ..analysis.reference.offline_runs import tuned_lr
-    from ..backbones.load import load_backbone
+    from ..analysis.reference.offline_runs import reference_file, tuned_lr
+    from ..backbones.load import backbone_name
     from ..config import TrainConfig
     from ..data.registry import load_task
     from ..methods.factory import make_model
@@ -48,7 +55,8 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
     from ..training.batches import evaluate
     from ..training.loop import train
 
-    vit = load_backbone(backbone)
+    vit = _backbone(backbone, img_size)
+    reference = reference_file(backbone_name(vit), vit.patch_embed.img_size[0])  # the lrs picked for this backbone
     results = []
     for task in tasks:
         train_set = load_task(task, "train", vit, n=n_train, seed=seed)
@@ -59,9 +67,9 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
             prompt_kw = {"length": length} if parse_method(method)[0].has_prompts else {}
             model = make_model(method, vit, train_set.num_classes, seed=seed, **prompt_kw)  # --seed reaches every method
             cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)),
-                              base_lr=tuned_lr(task, method) if base_lr == "reference" else base_lr,
-                                 weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
-                                 warmup_epochs=1, progress=progress)
+                              base_lr=tuned_lr(task, method, reference) if base_lr == "reference" else base_lr,
+                              weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
+                              warmup_epochs=1, progress=progress, amp=amp, threads=threads)
             t0 = time.time()
             hist = train(model, train_set, val_set, cfg)
             fast = _fastest_eval_model(model)
@@ -71,7 +79,8 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: str = "tiny-dino
                             "accuracy": test["acc"], "val_acc": hist.best_val_acc,
                             "trainable": rep["trainable"], "percent": rep["percent"],
                             "seconds": time.time() - t0, "cached": hist.cached_features,
-                            "status": hist.status, "base_lr": hist.base_lr,
+                            "status": hist.status, "base_lr": hist.base_lr, "amp": hist.amp,
+                            "threads": hist.threads,
                             "search_seconds": hist.lr_search.seconds if hist.lr_search else 0.0})
             print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
                   f"base_lr={hist.base_lr:<8.3g} {time.time() - t0:5.1f}s", flush=True)
@@ -88,12 +97,13 @@ def _fastest_eval_model(model):
     return model
 
 
-def directions_text() -> str:
-    """The offline reference next to the paper, or a line saying how to make the reference."""
+def directions_text(path=None) -> str:
+    """The offline reference (``path``: another backbone's) next to the paper, or how to make it."""
     from ..analysis.reference.findings import format_directions, format_targets
     from ..errors import VPTError
     try:
-        table = format_directions() + "\n\nIssue #16's targets on the offline reference:\n" + format_targets()
+        table = (format_directions(path) + "\n\nThe course's targets (issues #16, #20), checked on the offline reference:\n"
+                 + format_targets(path))
     except VPTError as e:
         return f"(no offline reference to compare with: {e})"
     return ("What the course teaches, measured: group means of the offline reference (VTAB-1k protocol, 3 seeds, "
@@ -149,8 +159,11 @@ def save_figure(results: List[Dict], tasks, methods, path: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpt_explore demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="tiny-dino", help="tiny-dino (default) | tiny | dinov2-s14-offline | a timm name")
-    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    ap.add_argument("--backbone", default=None,
+                    help="dinov2-s14-offline (default, at 56 px: the 'cpu' profile) | tiny-dino | tiny | a timm name")
+    ap.add_argument("--img-size", type=int, default=None, help="input size (DINOv2: a multiple of 14, 28-518)")
+    ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                    help=f"default: the paper's headline methods; all seven: {' '.join(ALL_METHODS)}")
     ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--n-train", type=int, default=300, help="training images per task (VTAB-1k: 800)")
@@ -185,19 +198,23 @@ def main(argv=None) -> int:
         if t not in known:
             from ..errors import bad_choice
             raise bad_choice("--tasks", t, sorted(known))
-    threads = set_threads()
-    print(f"vpt_explore demo: backbone={a.backbone}, {threads} CPU threads, offline, "
-          f"{a.n_train} train images/task, {a.epochs} epochs, p={a.length}")
+    from ..training.threads import pick_threads
+    from ..training.recipe import resolve_amp
+    amp = resolve_amp("auto", "cpu")[0]
+    print(f"vpt_explore demo: backbone={a.backbone or 'dinov2-s14-offline'}, {pick_threads()} of {os.cpu_count()} "
+          f"CPU threads (the free ones), amp={amp or 'fp32'}, offline, {a.n_train} train images/task, "
+          f"{a.epochs} epochs, p={a.length}", flush=True)
     t0 = time.time()
     results = run(a.methods, a.tasks, a.backbone, a.epochs, a.n_train, a.n_test, seed=a.seed,
-                  length=a.length, out=a.out, progress=a.progress, base_lr=base_lr)
+                  length=a.length, out=a.out, progress=a.progress, base_lr=base_lr, img_size=a.img_size)
     print()
     print(format_table(results, a.tasks, a.methods))
     search = sum(r["search_seconds"] for r in results)
     if search:
         print(f"(base_lr='auto': the learning-rate searches took {search:.0f} s of the "
               f"{sum(r['seconds'] for r in results):.0f} s of training)")
-    print("\n" + directions_text())
+    from ..analysis.reference.offline_runs import reference_file
+    print("\n" + directions_text(reference_file(a.backbone) if a.backbone else None))
     out = Path(a.out)
     fig = save_figure(results, a.tasks, a.methods, out / "demo.png")
     (out / "results.json").write_text(json.dumps(results, indent=1))

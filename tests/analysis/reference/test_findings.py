@@ -57,23 +57,25 @@ def test_gap_sentence_carries_its_numbers_and_the_papers(tmp_path):
         findings.gap_sentence("vpt-deep", "linear", path=path)
 
 
-def test_readme_shows_the_shipped_reference_exactly():
+@pytest.mark.parametrize("marker, path", [("reference", None), ("small-reference", offline_runs.SMALL_REFERENCE_FILE)])
+def test_readme_shows_the_shipped_references_exactly(marker, path):
     text = README.read_text()
-    block = re.search(r"<!-- reference:start -->\n(.*?)\n<!-- reference:end -->", text, re.S)
-    assert block, "README lacks the generated reference block"
-    assert block.group(1) == findings.readme_block(), \
-        "README's reference block is stale: run `python -m vpt_explore reference --markdown` and paste it"
+    block = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
+    assert block, f"README lacks the generated {marker} block"
+    assert block.group(1) == findings.readme_block(path), \
+        f"README's {marker} block is stale: run `python -m vpt_explore reference --markdown` (--out FILE) and paste it"
 
 
-def test_readme_prose_matches_the_shipped_reference():
-    """The README's sentences about the reference, checked against it (update both together)."""
+def test_readme_prose_matches_the_small_reference():
+    """The README's sentences about tiny-dino's reference, checked against it (update both together)."""
     from vpt_explore.analysis.reference import cell, group_means, offline
+    path = offline_runs.SMALL_REFERENCE_FILE
     text = README.read_text()
-    tasks = {c["task"] for c in offline()["cells"]}
-    pairs = [(cell(t, "vpt-deep"), cell(t, "linear")) for t in tasks]
+    tasks = {c["task"] for c in offline(path)["cells"]}
+    pairs = [(cell(t, "vpt-deep", path), cell(t, "linear", path)) for t in tasks]
     gaps = [d["mean"] - lin["mean"] for d, lin in pairs if d and lin]
     assert "VPT-deep stays within 4 points of a\nlinear probe on every task run" in text and max(map(abs, gaps)) <= 4
-    g = group_means()
+    g = group_means(path)
     assert "VPT-deep beats VPT-shallow on the structured group" in text
     assert g["vpt-deep"]["structured"] > g["vpt-shallow"]["structured"]
     assert g["full"]["structured"] - g["vpt-deep"]["structured"] > 20  # "full fine-tuning is far ahead"

@@ -14,7 +14,7 @@ from tests.conftest import assert_words
 
 def test_shipped_reference_is_consistent_with_its_own_runs():
     data = ro.offline()
-    assert data["meta"]["backbone"] == "tiny-dino" and data["meta"]["command"].startswith("python -m vpt_explore")
+    assert data["meta"]["backbone"] == "dinov2-s14-offline" and data["meta"]["command"].startswith("python -m vpt_explore")
     assert data["cells"], "the shipped reference has no cells"
     for c in data["cells"]:
         assert c["method"] in ro.METHODS and c["task"] in ro.TASK_ORDER
@@ -23,9 +23,12 @@ def test_shipped_reference_is_consistent_with_its_own_runs():
         assert c["sd"] == pytest.approx(statistics.stdev(c["test_acc"]), abs=0.01)
 
 
-def test_shipped_reference_was_made_with_the_shipped_default_backbone():
+def test_shipped_references_were_made_with_the_backbones_they_name():
     from vpt_explore.backbones import fingerprint
-    assert ro.offline()["meta"]["fingerprint"] == fingerprint(vx.load_backbone())
+    meta = ro.offline()["meta"]
+    assert (meta["backbone"], meta["img_size"]) == (ro.MAIN_BACKBONE, ro.MAIN_IMG_SIZE) == ("dinov2-s14-offline", 56)
+    assert meta["fingerprint"] == fingerprint(vx.load_backbone("dinov2-s14-offline", img_size=56))
+    assert ro.offline(ro.SMALL_REFERENCE_FILE)["meta"]["fingerprint"] == fingerprint(vx.load_backbone("tiny-dino"))
 
 
 def test_missing_and_corrupt_reference_files_are_clear_errors(tmp_path):
@@ -82,3 +85,49 @@ def test_run_protocol_smoke_and_regenerate_resumes(tmp_path, monkeypatch):
     rr.regenerate("tiny", ["count", "dist"], ["linear", "mlp-3"], 1, out)   # resumes: only dist is new
     assert calls == [("count", "linear"), ("count", "mlp-3"), ("dist", "linear"), ("dist", "mlp-3")]
     assert len(ro.offline(out)["cells"]) == 4
+
+
+def test_regenerate_resumes_inside_a_cell_at_the_seed_it_was_running(tmp_path, monkeypatch):
+    """A run killed after seed 0 keeps its lr search and seed 0; the next call runs seeds 1 and 2 only."""
+    out = tmp_path / "ref.json"
+    trained = []
+    real_train = rr.train
+
+    def train_then_die(model, data, val, cfg, **kw):
+        trained.append(cfg.seed)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # the session ends during seed 1
+        return real_train(model, data, val, cfg, **kw)
+
+    monkeypatch.setattr(rr, "train", train_then_die)
+    real_run = rr.run_protocol
+    monkeypatch.setattr(rr, "run_protocol", lambda *a, **k: real_run(*a, **dict(k, n=24, epochs=1)))
+    with pytest.raises(KeyboardInterrupt):
+        rr.regenerate("tiny", ["count"], ["linear"], 3, out)
+    saved = json.loads(out.read_text())
+    assert saved["cells"] == [] and saved["partial"]["count|linear"]["seeds"] == [0]
+    searches = []
+    monkeypatch.setattr(rr, "find_base_lr", lambda *a, **k: searches.append(1))
+    monkeypatch.setattr(rr, "train", real_train)
+    trained.clear()
+    monkeypatch.setattr(rr, "train", lambda m, d, v, cfg, **kw: trained.append(cfg.seed) or real_train(m, d, v, cfg))
+    data = rr.regenerate("tiny", ["count"], ["linear"], 3, out)
+    assert searches == [] and trained == [1, 2]
+    c = data["cells"][0]
+    assert c["seeds"] == [0, 1, 2] and len(c["test_acc"]) == 3 and data["partial"] == {}
+    assert c["test_acc"][0] == saved["partial"]["count|linear"]["test_acc"][0]
+
+
+def test_regenerate_refuses_a_file_of_another_backbone_or_resolution(tmp_path, monkeypatch):
+    monkeypatch.setattr(rr, "run_protocol", lambda task, method, *a, **k:
+                        {"task": task, "method": method, "mean": 1.0, "sd": 0.0, "test_acc": [1.0]})
+    from vpt_explore.training import recipe
+    monkeypatch.setattr(recipe, "cpu_has_native_bf16", lambda: True)
+    out = tmp_path / "ref.json"
+    rr.regenerate("tiny", ["count"], ["linear"], 1, out)  # amp="auto": bf16 here
+    with pytest.raises(vx.DataError) as e:
+        rr.regenerate("tiny-dino", ["count"], ["linear"], 1, out)
+    assert_words(e.value, ["ref.json", "fingerprint", "tiny-dino", "--out", "delete"])
+    with pytest.raises(vx.DataError) as e:
+        rr.regenerate("tiny", ["count"], ["linear"], 1, out, amp=None)
+    assert_words(e.value, ["amp='bf16'", "None", "--out"])

@@ -166,16 +166,22 @@ def format_reference_markdown(path=None) -> str:
 def readme_block(path=None) -> str:
     """The README's "offline reference" block, made from the shipped file (a test keeps them equal)."""
     from .offline_runs import complete_tasks, offline
-    meta = offline(path)["meta"]
+    data = offline(path)
+    meta = data["meta"]
     p = meta["protocol"]
+    size = f" at {meta['img_size']} px" if meta.get("img_size") else ""
+    amp = f", autocast {meta['amp']}" if meta.get("amp") else ""
+    running = sorted(data.get("partial", {}))
+    running = f" Cells in progress (saved after each seed): {', '.join(running)}." if running else ""
     return "\n".join([
-        f"Backbone `{meta['backbone']}` (fingerprint `{meta['fingerprint'][:12]}`), VTAB-1k protocol: "
+        f"Backbone `{meta['backbone']}`{size} (fingerprint `{meta['fingerprint'][:12]}`), VTAB-1k protocol: "
         f"`base_lr` picked by `base_lr='auto'` on train800 -> val200, refit on train800val200 for "
         f"{p['epochs']} epochs (batch {p['batch_size']}, p={p['length']}, weight decay {p['weight_decay']}) with "
         f"seeds {meta['seeds']}, test accuracy (%) on 500 images, mean ± sd over the seeds; "
-        f"{meta['machine']}. Regenerate (resumable): `{meta['command']}`. A dash is a cell not run yet; "
-        f"group means (bold) count only the tasks on which every method has run ({', '.join(complete_tasks(path))}).",
+        f"{meta['machine']}{amp}. Regenerate (resumable): `{meta['command']}`. A dash is a cell not run yet; "
+        f"group means (bold) count only the tasks on which every method in the table has run "
+        f"({', '.join(complete_tasks(path)) or 'none yet'}).{running}",
         "", format_reference_markdown(path), "",
         "Group means next to the paper's (Table 1, ViT-B/16 on VTAB-1k):", "", "```",
-        format_directions(path), "```", "", "Issue #16's targets, checked on these numbers:", "", "```",
+        format_directions(path), "```", "", "The course's targets (issues #16, #20), checked on these numbers:", "", "```",
         format_targets(path), "```"])

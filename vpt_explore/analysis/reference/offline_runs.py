@@ -1,9 +1,11 @@
 """The offline suite's own reference results: the file, its cells, and the verdict on a new run.
 
-The numbers in ``assets/offline_reference.json`` come from ``python -m vpt_explore reference``
-(``training/reference_runs.py``): the paper's VTAB-1k protocol at laptop size on the default
-offline backbone (lr picked on train800 -> val200 by ``base_lr="auto"``, refit on train800val200
-with 3 seeds, test accuracy on 500 images), mean and sd over the seeds.
+The numbers in ``assets/reference_<backbone>_<px>px.json`` come from ``python -m vpt_explore
+reference`` (``training/reference_runs.py``): the paper's VTAB-1k protocol at laptop size (lr picked
+on train800 -> val200 by ``base_lr="auto"``, refit on train800val200 with 3 seeds, test accuracy on
+500 images), mean and sd over the seeds. Two ship: the course's, on DINOv2-S/14 at 56 px (the
+``"cpu"`` profile; ``REFERENCE_FILE``), and the 0.8M ``tiny-dino``'s (``SMALL_REFERENCE_FILE``), which
+the scale lesson sets beside it. Every function takes ``path=`` to read another one.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ METHODS = ("linear", "mlp-3", "bias", "adapter", "vpt-shallow", "vpt-deep", "ful
 TASK_ORDER = ("shapes-loc", "count", "textures", "mnist", "dist", "shapes-ori", "modality", "animal-mnist",
               "digits", "faces")
 COMMAND = "python -m vpt_explore reference --seeds 3"
+HEADLINE = ("linear", "vpt-shallow", "vpt-deep", "full")  # run first; the other three may follow
 
 
 def offline(path: Optional[os.PathLike] = None) -> Dict:
@@ -86,19 +89,20 @@ def tuned_lr(task: str, method: str, path: Optional[os.PathLike] = None):
 
 
 def complete_tasks(path: Optional[os.PathLike] = None) -> List[str]:
-    """The tasks on which every method of ``METHODS`` has been run (group means use only these)."""
+    """The tasks on which every method in the file has been run (group means use only these)."""
     return _complete(offline(path)["cells"])
 
 
 def _complete(cells: List[Dict]) -> List[str]:
     done = {(c["task"], c["method"]) for c in cells}
-    return [t for t in TASK_ORDER if all((t, m) in done for m in METHODS)]
+    methods = {m for _, m in done}  # a regeneration in progress: the methods run so far
+    return [t for t in TASK_ORDER if methods and all((t, m) in done for m in methods)]
 
 
 def group_means(path: Optional[os.PathLike] = None) -> Dict[str, Dict[str, float]]:
     """{method: {group: mean over the group's complete tasks}} of the offline reference.
 
-    Only tasks on which every method has been run count, so two methods' means always cover the
+    Only tasks on which every method in the file has been run count, so two methods' means always cover the
     same tasks and their difference is a fair comparison.
     """
     from ...data.registry import list_tasks
