@@ -284,6 +284,20 @@ def test_pickled_weights_are_refused_and_never_run(tmp_path, how):
     assert not sentinel.exists()
 
 
+def test_a_prompt_file_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """safetensors begins with its header length (u64, little-endian); a length of 0x...80 made the
+    first byte equal a pickle's magic 0x80, and a real VPT-deep file was refused as a pickle."""
+    vit = small_vit(depth=1)
+    model = vx.PromptedViT(vit, vx.PromptConfig(length=2, layers="deep"), num_classes=3)
+    for pad in range(300):  # grow the metadata until the header length ends in 0x80
+        path = vx.files.save_prompts(model, tmp_path / "p.safetensors", extra={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    back = vx.PromptedViT.load_prompts(path, vit)
+    assert torch.equal(back.layer_prompts(0), model.layer_prompts(0))
+
+
 def test_weights_file_that_is_not_a_state_dict(tmp_path):
     path = tmp_path / "tensor.pth"
     torch.save(torch.zeros(3), path)

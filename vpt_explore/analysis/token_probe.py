@@ -150,7 +150,7 @@ def format_probe(rows: Sequence[Dict], methods: Sequence[str] = ("linear", "vpt-
     """
     from .reference.offline_runs import cell, reference_file
     from ..errors import MissingFileError
-    head = (f"{'task':<12}{'backbone':<20}{'source':<9}{'n (fit/test)':>13}{'[CLS]':>8}{'patch-mean':>11}"
+    head = (f"{'task':<12}{'backbone':<25}{'source':<9}{'n (fit/test)':>13}{'[CLS]':>8}{'patch-mean':>11}"
             f"{'patches':>9}  |" + "".join(f"{m:>10}" for m in methods))
     lines = ["linear probe on frozen final tokens (test accuracy %)" + " " * 18 + "| offline reference (3 seeds)",
              head, "-" * len(head)]
@@ -164,7 +164,7 @@ def format_probe(rows: Sequence[Dict], methods: Sequence[str] = ("linear", "vpt-
                 c = None
             refs.append("not run" if c is None else f"{c['mean']:.1f}")
         acc = r["acc"]
-        lines.append(f"{r['task']:<12}{r['backbone'] + ' ' + str(r.get('img_size', '')) + 'px':<20}"
+        lines.append(f"{r['task']:<12}{r['backbone'] + ' ' + str(r.get('img_size', '')) + 'px':<25}"
                      f"{r.get('source', ''):<9}{str(r['n_train']) + '/' + str(r['n_test']):>13}"
                      + "".join(f"{acc[f]:>{w}.1f}" if f in acc else f"{'-':>{w}}"
                                for f, w in (("cls", 8), ("patch-mean", 11), ("patches", 9)))

@@ -65,8 +65,12 @@ def read_prompt_file(path) -> tuple[Dict[str, torch.Tensor], Dict[str, str]]:
     if not path.exists():
         raise MissingFileError(f"prompt file {str(path)!r} does not exist")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(_PICKLE_MAGIC):
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header ("{"); its first
+    # byte can be 0x80 like a pickle's, so only a file that is not safetensors-shaped is a pickle
+    n = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    safetensors_shaped = head[8:9] == b"{" and 0 < n <= path.stat().st_size - 8
+    if not safetensors_shaped and head.startswith(_PICKLE_MAGIC):
         raise PromptFileError(f"{str(path)!r} looks like a pickle / torch.save file; prompt files are "
                               f"safetensors only (pickles can run code, so it was not opened)")
     from safetensors import safe_open

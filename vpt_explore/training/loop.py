@@ -143,7 +143,7 @@ def train(model: nn.Module, train_data, val_data=None, cfg: Optional[TrainConfig
         TrainingError: training cannot start or fails before any update: the trainable weights
             are not finite, or the loss of the very first step is not finite.
     """
-    threads_before = apply_threads((cfg or TrainConfig()).threads)
+    threads_before = apply_threads(getattr(cfg, "threads", None))  # a bad cfg fails in _prepare
     try:
         run = _prepare(model, train_data, val_data, cfg, tuple(callbacks), stop)
     except BaseException:

@@ -217,6 +217,17 @@ def study(path: Optional[os.PathLike] = None) -> Dict:
     return data
 
 
+def picked_lr(task: str, method: str, path: Optional[os.PathLike] = None):
+    """``tuned_lr``, or the lr a reference still in progress has already searched (its ``partial`` cell), else "auto"."""
+    lr = tuned_lr(task, method, path)
+    if lr == "auto":
+        try:
+            lr = offline(path).get("partial", {}).get(f"{task}|{method}", {}).get("base_lr") or "auto"
+        except (MissingFileError, DataError):
+            pass
+    return lr
+
+
 def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TASK,
                    fractions: Sequence[float] = DATA_FRACTIONS, methods: Sequence[str] = DATA_METHODS,
                    seed: int = 0, train_kwargs: Optional[Dict] = None, n_test: Optional[int] = 500, length: int = 10,
@@ -226,7 +237,7 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
     ``train`` and ``evaluate`` are ``vx.train`` and ``vx.evaluate`` (passed in: this layer sits below
     training). The recipe is the offline reference's (10 epochs, batch 32, weight decay 1e-4, p=10,
     bf16 where native) unless ``train_kwargs`` (e.g. ``P.train_kwargs()``) says otherwise; the lr of
-    each method is the one the backbone's reference picked (``tuned_lr``; a search where it has none).
+    each method is the one the backbone's reference picked (``picked_lr``; a search where it has none).
     Paper analogue: Fig. 3 (FGVC, 10% to 80%).
     """
     from ...backbones.load import backbone_name
@@ -247,7 +258,7 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
     for f in fractions:
         data = load_task(task, "train", vit, fraction=f, seed=seed)
         for m in methods:
-            lr = tuned_lr(task, m, ref)
+            lr = picked_lr(task, m, ref)
             if lr == "auto" and val is None:
                 val = load_task(task, "val", vit, seed=seed)
             extra = {"length": length} if parse_method(m)[0].has_prompts else {}
@@ -255,11 +266,11 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
             hist = train(model, data, val if lr == "auto" else None, TrainConfig(**{**kw, "base_lr": lr}))
             acc = round(100 * evaluate(model, test)["acc"], 2)
             rows.append({"fraction": f, "n_train": len(data), "method": m, "base_lr": hist.base_lr, "acc": acc,
-                         "seconds": round(time.time() - t0, 1)})
+                         "amp": getattr(hist, "amp", None), "seconds": round(time.time() - t0, 1)})
             log(f"{task} {m:<9} {int(round(100 * f)):>3}% ({len(data)} images): {acc:.1f}%  "
                 f"(base_lr {hist.base_lr:g}, {time.time() - t0:.0f} s)")
     meta = {"backbone": name, "img_size": px, "task": task, "seed": seed, "n_test": len(test), "length": length,
-            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")}, "lr": f"tuned_lr from {ref.name}",
+            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")}, "lr": f"picked by the search of {ref.name}",
             "seconds": round(time.time() - t_all, 1)}
     return {"meta": meta, "rows": rows}
 
