@@ -18,7 +18,7 @@ def test_seed_reaches_every_method(monkeypatch, method, has_length):
         raise _Built
     monkeypatch.setattr(factory, "make_model", fake_make_model)
     with pytest.raises(_Built):
-        demo.run(methods=(method,), tasks=("digits",), n_train=20, n_test=20, seed=7)
+        demo.run(methods=(method,), tasks=("digits",), n_train=20, n_test=20, seed=7, backbone="tiny-dino")
     assert seen.get("seed") == 7 and ("length" in seen) == has_length
 
 
@@ -34,3 +34,20 @@ def test_demo_cli_rejects_a_bad_base_lr(capsys):
     from vpt_explore.__main__ import main
     assert main(["demo", "--base-lr", "fast"]) == 2
     assert "--base-lr='fast'" in capsys.readouterr().err
+
+
+def test_demo_runs_on_the_cpu_profiles_backbone_with_the_lrs_of_that_backbones_reference(monkeypatch):
+    """Default backbone: DINOv2-S at 56 px; lrs from its reference where it has the cell, else the default."""
+    from vpt_explore.analysis.reference import offline_runs
+    from vpt_explore.training import loop
+    seen = []
+    monkeypatch.setattr(loop, "train", lambda model, tr, va, cfg: seen.append((model.vit.vpt_name,
+                        model.vit.patch_embed.img_size, cfg.base_lr, cfg.amp, cfg.threads)) or
+                        __import__("vpt_explore").History(base_lr=cfg.base_lr or 0.1))
+    rows = demo.run(methods=("linear",), tasks=("shapes-loc", "faces"), n_train=40, n_test=20)
+    ref = offline_runs.cell("shapes-loc", "linear")
+    assert seen[0][:2] == ("dinov2-s14-offline", (56, 56)) and seen[0][3:] == ("auto", "auto")
+    assert seen[0][2] == (ref["base_lr"] if ref else None)
+    assert rows[0]["lr_from"] == ("reference" if ref else "default")
+    if offline_runs.cell("faces", "linear") is None:
+        assert seen[1][2] is None and rows[1]["lr_from"] == "default"

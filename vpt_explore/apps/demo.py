@@ -43,8 +43,9 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
     """Train every method on every task; return one result dict per (task, method).
 
     ``base_lr="reference"`` (the default) takes the learning rate that ``base_lr="auto"`` picked for
-    the same task and method in the offline reference (VTAB-1k sizes), and runs the search itself
-    where the reference has no such cell; ``"auto"`` always searches; ``None`` uses the defaults.
+    the same task and method in the offline reference of this backbone (VTAB-1k sizes), and the
+    method's default where the reference has no such cell (a search would double the demo's time);
+    ``"auto"`` always searches; ``None`` uses the defaults.
     """
     from ..analysis.reference.offline_runs import reference_file, tuned_lr
     from ..backbones.load import backbone_name
@@ -66,8 +67,11 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
             torch.manual_seed(seed)
             prompt_kw = {"length": length} if parse_method(method)[0].has_prompts else {}
             model = make_model(method, vit, train_set.num_classes, seed=seed, **prompt_kw)  # --seed reaches every method
-            cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)),
-                              base_lr=tuned_lr(task, method, reference) if base_lr == "reference" else base_lr,
+            lr = base_lr
+            if base_lr == "reference":  # the reference's pick; no cell yet: the method's default (no search)
+                lr = tuned_lr(task, method, reference)
+                lr = None if lr == "auto" else lr
+            cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_set)), base_lr=lr,
                               weight_decay=1e-4 if method != "full" else 0.01, seed=seed,
                               warmup_epochs=1, progress=progress, amp=amp, threads=threads)
             t0 = time.time()
@@ -80,10 +84,12 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
                             "trainable": rep["trainable"], "percent": rep["percent"],
                             "seconds": time.time() - t0, "cached": hist.cached_features,
                             "status": hist.status, "base_lr": hist.base_lr, "amp": hist.amp,
+                            "lr_from": "reference" if base_lr == "reference" and lr is not None else
+                                       "default" if lr is None else "search" if lr == "auto" else "given",
                             "threads": hist.threads,
                             "search_seconds": hist.lr_search.seconds if hist.lr_search else 0.0})
             print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
-                  f"base_lr={hist.base_lr:<8.3g} {time.time() - t0:5.1f}s", flush=True)
+                  f"base_lr={hist.base_lr:<8.3g} ({results[-1]['lr_from']}) {time.time() - t0:5.1f}s", flush=True)
     return results
 
 

@@ -79,7 +79,24 @@ def main_reference(argv=None) -> int:
     ap.add_argument("--threads", default=None, help="torch CPU threads: an integer or 'auto' (the free cores)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--markdown", action="store_true", help="print the README block of the shipped reference; run nothing")
+    ap.add_argument("--update-readme", type=Path, default=None, metavar="README",
+                    help="rewrite the README's two generated blocks (DINOv2-S and tiny-dino references); run nothing")
     a = ap.parse_args(argv)
+    if a.update_readme:
+        import re
+        from ..analysis.reference.findings import readme_block
+        from ..analysis.reference.offline_runs import SMALL_REFERENCE_FILE
+        text = a.update_readme.read_text()
+        for marker, path in (("reference", None), ("small-reference", SMALL_REFERENCE_FILE)):
+            pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(\n?<!-- {marker}:end -->)", re.S)
+            if not pattern.search(text):
+                raise ConfigError(f"--update-readme={str(a.update_readme)!r} has no <!-- {marker}:start --> ... "
+                                  f"<!-- {marker}:end --> block")
+            block = readme_block(path)
+            text = pattern.sub(lambda m: m.group(1) + block + "\n" + m.group(2).lstrip("\n"), text)
+        a.update_readme.write_text(text)
+        print(f"updated the reference blocks of {a.update_readme}")
+        return 0
     if a.markdown:
         from ..analysis.reference.findings import readme_block
         print(readme_block(a.out))

@@ -79,3 +79,12 @@ def test_readme_prose_matches_the_small_reference():
     assert "VPT-deep beats VPT-shallow on the structured group" in text
     assert g["vpt-deep"]["structured"] > g["vpt-shallow"]["structured"]
     assert g["full"]["structured"] - g["vpt-deep"]["structured"] > 20  # "full fine-tuning is far ahead"
+
+
+def test_key_sentences_carry_the_numbers_and_skip_cells_not_run(tmp_path):
+    path = write(tmp_path, full_grid(["shapes-loc"], lambda t, m: 70.0 if m == "vpt-deep" else 20.0))
+    lines = findings.key_sentences(path)
+    assert lines[0].startswith("On shapes-loc, vpt-deep scores 70.0 +- 1.0% and linear 20.0 +- 1.0%")
+    assert not any("count" in line for line in lines)               # count was not run: no sentence
+    assert sum("structured group" in line for line in lines) == 3  # vs linear, vs shallow, vs full
+    assert all("+50.0 points" in line for line in lines)

@@ -163,6 +163,23 @@ def format_reference_markdown(path=None) -> str:
     return "\n".join(lines)
 
 
+def key_sentences(path=None) -> List[str]:
+    """The reference's headline comparisons as sentences with their numbers (``gap_sentence``):
+    VPT-deep against linear on shapes-loc and count and per group, against VPT-shallow on the
+    structured group, and against full fine-tuning per group; only those whose cells have run."""
+    from .offline_runs import cell, group_means
+    g = group_means(path)
+    out = []
+    for task in ("shapes-loc", "count"):
+        if cell(task, "vpt-deep", path) and cell(task, "linear", path):
+            out.append(gap_sentence("vpt-deep", "linear", task=task, path=path))
+    for b, groups in (("linear", GROUPS), ("vpt-shallow", ("structured",)), ("full", GROUPS)):
+        for grp in groups:
+            if grp in g.get("vpt-deep", {}) and grp in g.get(b, {}):
+                out.append(gap_sentence("vpt-deep", b, group=grp, path=path))
+    return out
+
+
 def readme_block(path=None) -> str:
     """The README's "offline reference" block, made from the shipped file (a test keeps them equal)."""
     from .offline_runs import complete_tasks, offline
@@ -184,4 +201,5 @@ def readme_block(path=None) -> str:
         "", format_reference_markdown(path), "",
         "Group means next to the paper's (Table 1, ViT-B/16 on VTAB-1k):", "", "```",
         format_directions(path), "```", "", "The course's targets (issues #16, #20), checked on these numbers:", "", "```",
-        format_targets(path), "```"])
+        format_targets(path), "```", "", "The same, in sentences printed from the numbers:", ""]
+        + [f"- {line}" for line in key_sentences(path)])
