@@ -85,6 +85,7 @@ tasks: $(STAMP) sysdeps
 bench: $(STAMP)
 	$(PY) -m vpt_explore bench infer
 	$(PY) -m vpt_explore bench train
+	$(PY) -m vpt_explore bench train --cpu-profile
 
 clean-venv:
 	rm -rf $(VENV)

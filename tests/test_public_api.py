@@ -17,7 +17,8 @@ LAZY_NAMES = ["make_model", "METHODS", "PromptEnsemble", "total_params_multiplie
               "evaluate", "History", "load_model", "sweep", "wilcoxon", "welch", "Results", "list_tasks",
               "load_task", "register_vtab_folder", "load_vtab_folder", "load_fgvc_json", "TaskInfo",
               "PrefixViT", "MultiTaskVPT", "PromptedSwin", "InputPromptedModel", "PadPrompter",
-              "FixedPatchPrompter", "RandomPatchPrompter", "ConvPadPrompter", "methods_for"]
+              "FixedPatchPrompter", "RandomPatchPrompter", "ConvPadPrompter", "methods_for", "FrozenPrefix",
+              "precomputed"]
 OLD_MODULES = {  # vx.<old flat module>.<a name notebooks or users read there>
     "training": ["train", "evaluate", "make_optimizer", "lr_at", "default_base_lr", "resolve_device",
                  "DEFAULT_BASE_LR", "History"],

@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # lets editors jump from vx.X to its definition; nothing is i
     from .data.vtab_check import fgvc_split, validate_vtab_folder
     from .apps.reproduce import reproduce
     from .apps import precomputed
+    from .model.frozen_prefix import FrozenPrefix
 
 __version__ = "0.1.0"
 
@@ -99,7 +100,7 @@ _LAZY = {
     "PROFILES": ("training.profiles", "PROFILES"),
     "validate_vtab_folder": ("data.vtab_check", "validate_vtab_folder"),
     "fgvc_split": ("data.vtab_check", "fgvc_split"), "reproduce": ("apps.reproduce", "reproduce"),
-    "precomputed": ("apps.precomputed", None),
+    "precomputed": ("apps.precomputed", None), "FrozenPrefix": ("model.frozen_prefix", "FrozenPrefix"),
 }
 
 __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_backbones",

@@ -80,7 +80,7 @@ def test_cache_reads_datasets_and_loaders_alike(vit):
 
 
 @pytest.mark.parametrize("cfg, words", [
-    (dict(layers="deep"), ["layers='deep'", "block 0", "0.3%", "layers=(2, 3)"]),
+    (dict(layers="deep"), ["layers='deep'", "block 0", "under 1%", "layers=(2, 3)"]),
     (dict(layers="shallow"), ["layers='shallow'", "block 0"]),
     (dict(length=0, layers="deep"), ["length=0", "cache_features"]),
     (dict(learn_cls=True), ["learn_cls=True", "learn_cls=False"]),
@@ -118,3 +118,14 @@ def test_refuses_images_and_stale_tokens(vit, images):
     with pytest.raises(ConfigError, match=r"blocks 0\.\.1 changed"):
         fp(tokens)
     fp(fp.encode(images))                             # cached again: fine
+
+
+def test_encode_is_fp32_and_eval_mode_even_inside_autocast(vit, images):
+    model = _model(vit, layers=(3,))
+    fp = FrozenPrefix(model)
+    plain = fp.encode(images)
+    vit.train()                                         # e.g. a user's stray .train() on the backbone
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = fp.encode(images)
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)
+    assert vit.training                                 # restored

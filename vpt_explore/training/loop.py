@@ -229,6 +229,8 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
         forward = model.forward_head
         hist.cached_features = True
     elif cfg.compile:
+        if hasattr(model, "uses_prefix_path"):
+            model.uses_prefix_path()  # decide the path before tracing, or the first trace recompiles
         forward = torch.compile(model)
 
     optimizer, peak_lr = make_optimizer(model, cfg, method)
