@@ -14,20 +14,23 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..analysis.reference.offline_runs import COMMAND, METHODS, TASK_ORDER, cell, offline, verdict
-from ..backbones import DEFAULT_BACKBONE, backbone_name, fingerprint, load_backbone
+from ..analysis.reference.offline_runs import (COMMAND, MAIN_BACKBONE, METHODS, TASK_ORDER, cell, default_img_size,
+                                               offline, reference_file, verdict)
+from ..backbones import backbone_name, fingerprint, load_backbone
 from ..data.registry import list_tasks
 from ..errors import ConfigError, bad_choice
 from ..training.reference_runs import regenerate, run_protocol
 
 
-def _causes(vit, ref: Dict, result: Dict, seeds: int) -> List[str]:
+def _causes(vit, ref: Dict, result: Dict, seeds: int, path=None) -> List[str]:
     """The likely causes ``reproduce`` can check when a result is outside the reference's spread."""
-    meta = offline()["meta"]
+    meta = offline(path)["meta"]
     causes = []
     if backbone_name(vit) != meta["backbone"] or fingerprint(vit) != meta["fingerprint"]:
         causes.append(f"backbone: the reference used {meta['backbone']!r} (fingerprint {meta['fingerprint'][:8]}), "
                       f"this run {backbone_name(vit)!r} ({fingerprint(vit)[:8]})")
+    if result.get("amp") != meta.get("amp"):
+        causes.append(f"autocast: the reference ran with amp={meta.get('amp')!r}, this run with {result.get('amp')!r}")
     if not math.isclose(result["base_lr"], ref["base_lr"], rel_tol=1e-6):
         causes.append(f"learning rate: the search picked base_lr={result['base_lr']:g} here and "
                       f"{ref['base_lr']:g} for the reference")
@@ -39,8 +42,17 @@ def _causes(vit, ref: Dict, result: Dict, seeds: int) -> List[str]:
     return causes
 
 
-def reproduce(task: str, method: str, seeds: int = 3, backbone: Optional[str] = None) -> Dict:
-    """Run the reference protocol for one cell and compare it with the shipped reference."""
+def reproduce(task: str, method: str, seeds: int = 3, backbone: Optional[str] = None, amp: Optional[str] = "auto",
+              reuse_lr: bool = False) -> Dict:
+    """Run the reference protocol for one cell and compare it with the shipped reference of that backbone.
+
+    Args:
+        task, method, seeds: the cell and how many refit seeds.
+        backbone: default the offline reference's (DINOv2-S/14 at 56 px); ``"tiny-dino"`` compares
+            with the small backbone's reference.
+        amp: autocast of the runs (``None``: fp32; the reference used ``"auto"``, bf16 here).
+        reuse_lr: skip the lr search and refit at the reference's lr (isolates, e.g., fp32 vs bf16).
+    """
     names = [t.name for t in list_tasks()]
     if task not in names:
         raise bad_choice("task", task, names)
@@ -48,9 +60,18 @@ def reproduce(task: str, method: str, seeds: int = 3, backbone: Optional[str] = 
         raise bad_choice("method", method, METHODS)
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"seeds={seeds!r} must be an integer >= 1")
-    ref = cell(task, method)
-    vit = load_backbone(backbone or DEFAULT_BACKBONE)
-    result = run_protocol(task, method, vit, range(seeds))
+    name = backbone or MAIN_BACKBONE
+    path = reference_file(name)
+    ref = cell(task, method, path) if path.exists() else None
+    vit = load_backbone(name, img_size=default_img_size(name)) if name.startswith("dinov2") else load_backbone(name)
+    partial = None
+    if reuse_lr:
+        if ref is None:
+            raise ConfigError(f"reuse_lr=True needs the reference cell ({task}, {method}) of {name!r}, which has "
+                              f"not been run; run without reuse_lr (the lr is searched)")
+        partial = {"task": task, "method": method, "base_lr": ref["base_lr"], "search": [], "seeds": [],
+                   "test_acc": [], "seconds": 0.0}
+    result = run_protocol(task, method, vit, range(seeds), amp=amp, partial=partial)
     out = {"result": result, "reference": ref, "verdict": None, "causes": []}
     if ref is None:
         print(f"{task} / {method}: {result['mean']:.1f} +- {result['sd']:.1f}; no reference cell yet "
@@ -61,7 +82,7 @@ def reproduce(task: str, method: str, seeds: int = 3, backbone: Optional[str] = 
           f"{ref['mean']:.1f} +- {ref['sd']:.1f} -> {out['verdict']} the reference's spread "
           f"(mean +- max(2 sd, 2 points))")
     if out["verdict"] != "within":
-        out["causes"] = _causes(vit, ref, result, seeds)
+        out["causes"] = _causes(vit, ref, result, seeds, path)
         print("likely causes to check:\n" + "\n".join(f"  - {c}" for c in out["causes"]))
     return out
 
@@ -120,7 +141,10 @@ def main_reproduce(argv=None) -> int:
     ap.add_argument("--task", required=True)
     ap.add_argument("--method", required=True)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--backbone", default=None)
+    ap.add_argument("--backbone", default=None, help="default: dinov2-s14-offline (at 56 px); or tiny-dino")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"], help="none: fp32")
+    ap.add_argument("--reuse-lr", action="store_true", help="refit at the reference's lr instead of searching")
     a = ap.parse_args(argv)
-    out = reproduce(a.task, a.method, a.seeds, a.backbone)
+    out = reproduce(a.task, a.method, a.seeds, a.backbone, amp=None if a.amp == "none" else a.amp,
+                    reuse_lr=a.reuse_lr)
     return 0 if out["verdict"] in (None, "within") else 1

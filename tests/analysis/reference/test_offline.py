@@ -131,3 +131,17 @@ def test_regenerate_refuses_a_file_of_another_backbone_or_resolution(tmp_path, m
     with pytest.raises(vx.DataError) as e:
         rr.regenerate("tiny", ["count"], ["linear"], 1, out, amp=None)
     assert_words(e.value, ["amp='bf16'", "None", "--out"])
+
+
+def test_reproduce_can_refit_at_the_references_lr_in_fp32(monkeypatch):
+    """`reproduce --amp none --reuse-lr`: no search, the reference's lr, fp32 (bf16 vs fp32 on one cell)."""
+    c = ro.offline()["cells"][0]
+    seen = {}
+    monkeypatch.setattr(rp, "run_protocol", lambda task, method, vit, seeds, amp, partial: seen.update(
+        amp=amp, partial=partial, px=vit.patch_embed.img_size) or {**c, "amp": amp})
+    out = rp.reproduce(c["task"], c["method"], seeds=1, amp=None, reuse_lr=True)
+    assert seen["amp"] is None and seen["partial"]["base_lr"] == c["base_lr"] and seen["px"] == (56, 56)
+    assert out["verdict"] == "within"
+    with pytest.raises(vx.ConfigError) as e:
+        rp.reproduce("faces", "mlp-3", reuse_lr=True)
+    assert_words(e.value, ["reuse_lr=True", "(faces, mlp-3)", "not been run"])
