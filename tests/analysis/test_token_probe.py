@@ -11,11 +11,12 @@ from vpt_explore.analysis import token_probe as tp
 
 
 def _tokens(n, seed, prefix=1, m=9, d=8, classes=3, where=4):
-    """Tokens (n, prefix + m, d) of Gaussian noise whose label is a linear function of patch ``where`` only."""
+    """Tokens (n, prefix + m, d) of Gaussian noise; patch ``where`` alone also carries the label's prototype."""
     rng = np.random.default_rng(seed)
-    W = np.random.default_rng(123).normal(size=(classes, d))           # the same rule for train and test
+    protos = 3.0 * np.random.default_rng(123).normal(size=(classes, d))   # the same classes for train and test
+    y = rng.integers(0, classes, size=n)                                    # (n,)
     t = rng.normal(size=(n, prefix + m, d)).astype(np.float32)
-    y = (t[:, prefix + where] @ W.T).argmax(1)                         # (n,)
+    t[:, prefix + where] += protos[y]                                       # linear in that one token
     return t, y
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ...errors import ConfigError, DataError, MissingFileError
-from .offline_runs import (ASSETS, MAIN_BACKBONE, MAIN_IMG_SIZE, REFERENCE_FILE, SMALL_BACKBONE, SMALL_REFERENCE_FILE,
-                           TASK_ORDER, cell, offline, reference_file, tuned_lr)
+from .offline_runs import (ASSETS, MAIN_BACKBONE, MAIN_IMG_SIZE, REFERENCE_FILE, SMALL_BACKBONE, SMALL_IMG_SIZE,
+                           SMALL_REFERENCE_FILE, TASK_ORDER, cell, offline, reference_file, tuned_lr)
 
 GROUPS = ("natural", "specialized", "structured")
 PAIRS = (("vpt-deep", "linear"), ("vpt-deep", "full"))
@@ -30,17 +30,18 @@ PAIRS = (("vpt-deep", "linear"), ("vpt-deep", "full"))
 # resolution: DINOv2-S/14 at 56 px has a 4x4+1 position table, hence 21.5M, not 22.1M); tests recount them
 PARAMS = {"tiny-dino": 809_856, "dinov2-s14-offline": 21_536_640, "ViT-B/16": 85_798_656,
           "ViT-L/16": 303_301_632, "ViT-H/14": 630_764_800}
+OFFLINE = ((SMALL_BACKBONE, SMALL_IMG_SIZE), (MAIN_BACKBONE, MAIN_IMG_SIZE))  # (name, px) of the two references
 LABELS = {"tiny-dino": "tiny-dino", "dinov2-s14-offline": "DINOv2-S/14"}
 SCALE_FILE = ASSETS / "scale_study.json"
 COMMAND = ('python -c "import vpt_explore as vx; from vpt_explore.analysis.reference import scale; '
            'scale.regenerate(vx.train, vx.evaluate)"')
-DATA_TASK, DATA_FRACTIONS, DATA_METHODS = "shapes-loc", (0.1, 0.25, 0.5, 1.0), ("linear", "vpt-deep", "full")
+DATA_TASK, DATA_FRACTIONS, DATA_METHODS = "shapes-loc", (0.1, 0.25, 0.5), ("linear", "vpt-deep", "full")
 PAPER_STATEMENTS = (
-    ("Fig. 4", "Paper (Fig. 4; ViT-B/16, ViT-L/16, ViT-H/14 pretrained on ImageNet-21k, VTAB-1k): VPT-deep stays "
-     "well above Linear and VPT-shallow at all three sizes, above Full on Natural and Structured and on par with "
-     "Full on Specialized: its advantage over Full holds as the backbone grows."),
-    ("Table 5", "Paper (Table 5; ConvNets): VPT's gains hold on ConvNeXt-B (88M) but fade on the smaller "
-     "ResNet-50 (23M)."),
+    ("Fig. 4", "Paper (Fig. 4; ViT-B/16, ViT-L/16, ViT-H/14 pretrained on ImageNet-21k, VTAB-1k): at all three "
+     "sizes VPT-deep is above Full on Natural and Structured and on par with Full on Specialized: its advantage "
+     "over Full holds as the backbone grows."),
+    ("Table 5", "Paper (Table 5; ConvNets): on ConvNeXt-B (88M) VPT improves on the other parameter-efficient "
+     "methods; on the smaller ResNet-50 (23M) that advantage fades."),
     ("Fig. 3", "Paper (Fig. 3; ViT-B/16, FGVC, 10% to 80% of each training set): other parameter-efficient methods "
      "lead Full only when data is scarce and lose that lead as data grows, while VPT-deep stays above Full at "
      "every data size."),
@@ -231,14 +232,17 @@ def picked_lr(task: str, method: str, path: Optional[os.PathLike] = None):
 def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TASK,
                    fractions: Sequence[float] = DATA_FRACTIONS, methods: Sequence[str] = DATA_METHODS,
                    seed: int = 0, train_kwargs: Optional[Dict] = None, n_test: Optional[int] = 500, length: int = 10,
-                   reference: Optional[os.PathLike] = None, log: Callable = print) -> Dict:
-    """Train each method on growing fractions of the 800 training images; test accuracy (%) on ``n_test``.
+                   reference: Optional[os.PathLike] = None, done: Optional[Dict] = None,
+                   on_row: Optional[Callable[[Dict], None]] = None, log: Callable = print) -> Dict:
+    """Train each method on fractions of the 800 training images; test accuracy (%) on ``n_test`` images.
 
     ``train`` and ``evaluate`` are ``vx.train`` and ``vx.evaluate`` (passed in: this layer sits below
     training). The recipe is the offline reference's (10 epochs, batch 32, weight decay 1e-4, p=10,
     bf16 where native) unless ``train_kwargs`` (e.g. ``P.train_kwargs()``) says otherwise; the lr of
     each method is the one the backbone's reference picked (``picked_lr``; a search where it has none).
-    Paper analogue: Fig. 3 (FGVC, 10% to 80%).
+    The largest point of the study is the reference itself (1000 images, 3 seeds: ``reference_points``).
+    ``done``: an earlier (partial) result of the same setting whose rows are kept, not rerun; ``on_row``
+    is called with the result so far after every run (to save it). Paper analogue: Fig. 3.
     """
     from ...backbones.load import backbone_name
     from ...config import TrainConfig
@@ -253,11 +257,15 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
     kw = {"epochs": 10, "batch_size": 32, "weight_decay": 1e-4, "amp": "auto", **(train_kwargs or {}),
           "progress": False, "seed": seed}
     test = load_task(task, "test", vit, n=n_test, seed=seed)
-    val = None
-    rows, t_all = [], time.time()
+    meta = {"backbone": name, "img_size": px, "task": task, "seed": seed, "n_test": len(test), "length": length,
+            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")}, "lr": f"picked by the search of {ref.name}"}
+    same = done is not None and all(done.get("meta", {}).get(k) == v for k, v in meta.items() if k != "amp")
+    result, val, t_all = {"meta": meta, "rows": list(done["rows"]) if same else []}, None, time.time()
     for f in fractions:
         data = load_task(task, "train", vit, fraction=f, seed=seed)
         for m in methods:
+            if any((r["fraction"], r["method"]) == (f, m) for r in result["rows"]):
+                continue
             lr = picked_lr(task, m, ref)
             if lr == "auto" and val is None:
                 val = load_task(task, "val", vit, seed=seed)
@@ -265,63 +273,92 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
             model, t0 = make_model(m, vit, test.num_classes, seed=seed, **extra), time.time()
             hist = train(model, data, val if lr == "auto" else None, TrainConfig(**{**kw, "base_lr": lr}))
             acc = round(100 * evaluate(model, test)["acc"], 2)
-            rows.append({"fraction": f, "n_train": len(data), "method": m, "base_lr": hist.base_lr, "acc": acc,
-                         "amp": getattr(hist, "amp", None), "seconds": round(time.time() - t0, 1)})
+            spiked = any(w.startswith("loss spiked") for w in getattr(hist, "warnings", []))
+            result["rows"].append({"fraction": f, "n_train": len(data), "method": m, "base_lr": hist.base_lr,
+                                   "acc": acc, "status": getattr(hist, "status", None), "loss_spiked": spiked,
+                                   "amp": getattr(hist, "amp", None), "seconds": round(time.time() - t0, 1)})
             log(f"{task} {m:<9} {int(round(100 * f)):>3}% ({len(data)} images): {acc:.1f}%  "
                 f"(base_lr {hist.base_lr:g}, {time.time() - t0:.0f} s)")
-    meta = {"backbone": name, "img_size": px, "task": task, "seed": seed, "n_test": len(test), "length": length,
-            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")}, "lr": f"picked by the search of {ref.name}",
-            "seconds": round(time.time() - t_all, 1)}
-    return {"meta": meta, "rows": rows}
+            if on_row:
+                on_row(result)
+    meta["seconds"] = round(sum(r.get("seconds", 0) for r in result["rows"]), 1)
+    return result
 
 
-def _by_point(result: Optional[Dict]) -> Dict:
-    return {(r["fraction"], r["method"]): r for r in (result or {}).get("rows", [])}
+def reference_points(result: Optional[Dict]) -> List[Dict]:
+    """The study's largest point: the backbone's offline reference on the same task (train800val200 = 1000
+    images, mean of 3 seeds), one row per method of ``result`` that the reference has run."""
+    meta = (result or {}).get("meta", {})
+    if not meta.get("backbone"):
+        return []
+    path = reference_file(meta["backbone"], meta.get("img_size"))
+    rows = []
+    for m in dict.fromkeys(r["method"] for r in result.get("rows", [])):
+        try:
+            c = cell(meta["task"], m, path)
+        except MissingFileError:
+            c = None
+        if c is not None:
+            rows.append({"fraction": None, "n_train": 1000, "method": m, "acc": c["mean"], "source": "reference"})
+    return rows
+
+
+def _by_n(rows: Sequence[Dict]) -> Dict:
+    return {(r["n_train"], r["method"]): r for r in rows}
 
 
 def format_data_scale(yours: Optional[Dict] = None, path: Optional[os.PathLike] = None) -> str:
     """The shipped data-scale study as a table, with "your run" (``run_data_scale``'s result) beside it."""
     shipped = study(path).get("data_scale", {})
-    meta, ship = shipped.get("meta", {}), _by_point(shipped)
-    if not ship:
+    meta = shipped.get("meta", {})
+    if not shipped.get("rows"):
         return f"No data-scale study ships yet; make it with `{COMMAND}`."
+    ship = _by_n(shipped["rows"] + reference_points(shipped))
     same = yours is not None and all(yours["meta"].get(k) == meta.get(k) for k in ("backbone", "img_size", "task"))
-    mine = _by_point(yours) if same else {}
+    mine = _by_n(yours["rows"]) if same else {}
     methods = list(dict.fromkeys(m for _, m in ship))
-    head = f"{'train images':<16}" + "".join(f"{m + ' (shipped | yours)':>28}" for m in methods)
+    head = f"{'train images':<26}" + "".join(f"{m + ' (shipped | yours)':>28}" for m in methods)
     lines = [f"{meta.get('backbone')} at {meta.get('img_size')} px, {meta.get('task')}, {meta.get('epochs')} epochs, "
              f"seed {meta.get('seed')}, test accuracy (%) on {meta.get('n_test')} images", head, "-" * len(head)]
-    for f in sorted({f for f, _ in ship}):
-        n = next(r["n_train"] for (g, _), r in ship.items() if g == f)
+    for n in sorted({n for n, _ in ship}):
         cells = []
         for m in methods:
-            s, y = ship.get((f, m)), mine.get((f, m))
-            cells.append(f"{'-' if s is None else format(s['acc'], '.1f'):>19} | {'-' if y is None else format(y['acc'], '.1f'):>6}")
-        lines.append(f"{f'{int(round(100 * f))}% ({n})':<16}" + "".join(cells))
+            s, y = ship.get((n, m)), mine.get((n, m))
+            flag = "*" if s is not None and s.get("loss_spiked") else " "
+            cells.append(f"{'-' if s is None else format(s['acc'], '.1f'):>18}{flag} | {'-' if y is None else format(y['acc'], '.1f'):>6}")
+        first = next(r for (k, _), r in ship.items() if k == n)
+        label = f"{n} (reference, 3 seeds)" if first.get("source") == "reference" else \
+            f"{n} ({int(round(100 * first['fraction']))}%)"
+        lines.append(f"{label:<22}" + "".join(cells))
+    if any(r.get("loss_spiked") for r in shipped["rows"]):
+        lines.append("* the training loss spiked (more than 1.5x its start): the learning rate, picked by the "
+                     "reference's search on 800 images, is too high for this run")
     if yours is not None and not same:
         m = yours["meta"]
         lines.append(f"your run used {m.get('backbone')} at {m.get('img_size')} px on {m.get('task')}: not comparable "
                      f"with the shipped study; yours: " + ", ".join(
-                         f"{r['method']} {int(round(100 * r['fraction']))}% {r['acc']:.1f}" for r in yours["rows"]))
+                         f"{r['method']} {r['n_train']} images {r['acc']:.1f}" for r in yours["rows"]))
     return "\n".join(lines)
 
 
 def plot_data_scale(yours: Optional[Dict] = None, path: Optional[os.PathLike] = None):
-    """Test accuracy against training images (log axis): shipped lines, your points on top; a Figure."""
+    """Test accuracy against training images (log axis): shipped lines (the last point is the reference),
+    your points on top (when they are on the shipped study's backbone and task); a Figure."""
     from ..theme import figure, finish
     shipped = study(path).get("data_scale", {})
+    meta = shipped.get("meta", {})
+    same = yours is not None and all(yours["meta"].get(k) == meta.get(k) for k in ("backbone", "img_size", "task"))
     fig, axes = figure(1, 1, (4.6, 3.4))
     ax = axes[0, 0]
-    ship = shipped.get("rows", [])
+    ship = shipped.get("rows", []) + reference_points(shipped)
     for i, m in enumerate(dict.fromkeys(r["method"] for r in ship)):
         pts = sorted((r["n_train"], r["acc"]) for r in ship if r["method"] == m)
         ax.plot(*zip(*pts), "-o", color=f"C{i}", label=f"{m} (shipped)")
-        mine = sorted((r["n_train"], r["acc"]) for r in (yours or {}).get("rows", []) if r["method"] == m)
+        mine = sorted((r["n_train"], r["acc"]) for r in (yours or {}).get("rows", []) if r["method"] == m and same)
         if mine:
             ax.plot(*zip(*mine), "*", color=f"C{i}", ms=13, mec="k", label=f"{m} (yours)")
-    meta = shipped.get("meta", {})
     ax.set_xscale("log")
-    ax.set(xlabel="training images (log scale)", ylabel="test accuracy (%)",
+    ax.set(xlabel="training images (log scale; 1000 = the reference)", ylabel="test accuracy (%)",
            title=f"data scale: {LABELS.get(meta.get('backbone'), meta.get('backbone'))}, {meta.get('task')}")
     return finish(fig)
 
@@ -388,22 +425,27 @@ def _probe_sentence(row: Dict) -> str:
 
 
 def _data_sentences(result: Dict) -> List[str]:
-    pts = _by_point(result)
+    pts = _by_n((result or {}).get("rows", []) + reference_points(result))
     if not pts:
         return []
-    meta = result["meta"]
-    lo, hi = min(f for f, _ in pts), max(f for f, _ in pts)
-    n = {f: r["n_train"] for (f, _), r in pts.items()}
-    out = []
+    meta, out = result["meta"], []
     for other in ("full", "linear"):
-        keys = [(lo, "vpt-deep"), (lo, other), (hi, "vpt-deep"), (hi, other)]
-        if lo == hi or not all(k in pts for k in keys):
+        ns = sorted(n for n, m in pts if m == "vpt-deep" and (n, other) in pts)
+        if len(ns) < 2:
             continue
+        lo, hi = ns[0], ns[-1]
         g_lo = pts[(lo, "vpt-deep")]["acc"] - pts[(lo, other)]["acc"]
         g_hi = pts[(hi, "vpt-deep")]["acc"] - pts[(hi, other)]["acc"]
+        src = " (the reference, 3 seeds)" if pts[(hi, "vpt-deep")].get("source") == "reference" else ""
         word = _trend(g_lo, g_hi, ("widens", "narrows", "stays within 2 points"))
         out.append(f"Data scale ({LABELS.get(meta['backbone'], meta['backbone'])}, {meta['task']}): vpt-deep - {other} "
-                   f"is {g_lo:+.1f} points with {n[lo]} training images and {g_hi:+.1f} with {n[hi]}: the gap {word}.")
+                   f"is {g_lo:+.1f} points with {lo} training images and {g_hi:+.1f} with {hi}{src}: the gap {word}.")
+    for m in dict.fromkeys(r["method"] for r in result.get("rows", [])):
+        bad = sorted((r for r in result["rows"] if r["method"] == m and r.get("loss_spiked")), key=lambda r: r["n_train"])
+        if bad:
+            out.append(f"Caution: {m}'s training loss spiked with {' and '.join(str(r['n_train']) for r in bad)} "
+                       f"training images (base_lr {bad[0]['base_lr']:g}, picked by the reference's search on 800 "
+                       f"images): those points measure that learning rate as much as the amount of data.")
     return out
 
 
@@ -442,15 +484,22 @@ def regenerate(train: Callable, evaluate: Callable, parts: Sequence[str] = ("pro
         torch.set_num_threads(threads)
     if "probe" in parts:
         rows = []
-        for name, px in ((SMALL_BACKBONE, 32), (MAIN_BACKBONE, MAIN_IMG_SIZE)):
-            vit = load_backbone(name, img_size=px) if name == MAIN_BACKBONE else load_backbone(name)
-            rows += [token_probe(vit, t) for t in tasks]
+        for name, px in OFFLINE:
+            rows += [token_probe(load_backbone(name, img_size=px), t) for t in tasks]
         data["probe"] = {"command": COMMAND, "machine": machine, "rows": rows}
     if "data_scale" in parts:
         vit = load_backbone(MAIN_BACKBONE, img_size=MAIN_IMG_SIZE)
-        data["data_scale"] = run_data_scale(train, evaluate, vit, train_kwargs={"threads": threads})
-        data["data_scale"]["meta"].update(command=COMMAND, machine=machine)
+
+        def save(result: Dict) -> None:  # after every run: a stopped regeneration resumes where it was
+            data["data_scale"] = dict(result, meta=dict(result["meta"], command=COMMAND, machine=machine))
+            _write(data, path)
+        save(run_data_scale(train, evaluate, vit, train_kwargs={"threads": threads},
+                            done=data.get("data_scale"), on_row=save))
+    _write(data, path)
+    return data
+
+
+def _write(data: Dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
-    return data
