@@ -100,6 +100,6 @@ def test_wrap_up_prints_the_directions():
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "| paper finding (table/fig) | offline reference (printed below) | where to see it |" in md
     code = _code(nb)
-    assert "vx.reference.format_directions()" in code
+    assert "vx.reference.format_directions(path=P.reference)" in code  # the reference of the run's backbone
     for args in ('"vpt-deep", "linear"', '"vpt-deep", "vpt-shallow"', '"vpt-deep", "full"'):
         assert f"gap_sentence({args}" in code, f"the wrap-up prints gap_sentence({args}, ...)"

@@ -139,6 +139,14 @@ class Profile:
             kwargs.setdefault("img_size", self.img_size)
         return load_backbone(self.backbone, **kwargs)
 
+    @property
+    def reference(self) -> Optional[Path]:
+        """The offline reference file of this profile's backbone and size (``None`` when none ships):
+        what its notebooks compare "your run" with (``tiny-dino``'s for "fast", DINOv2-S's for "cpu")."""
+        from ..analysis.reference.offline_runs import default_img_size, reference_file
+        path = reference_file(self.backbone, self.img_size or default_img_size(self.backbone))
+        return path if path.exists() else None
+
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed (and checked again), e.g. ``epochs=20``."""
         return replace(self, **changes)

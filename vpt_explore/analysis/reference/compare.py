@@ -26,16 +26,18 @@ def _pct(acc: float) -> float:
 
 
 def compare(yours: Optional[Sequence[Dict]] = None, tasks: Optional[Sequence[str]] = None,
-            methods: Optional[Sequence[str]] = None) -> List[Dict]:
+            methods: Optional[Sequence[str]] = None, path=None) -> List[Dict]:
     """One row per (task, method): yours (%), the offline reference mean/sd/seeds, the verdict, the paper's analog.
 
     Args:
         yours: rows with ``task``, ``method`` and ``acc`` (a fraction or a percentage); None for
             the reference alone.
         tasks, methods: restrict the rows (default: what ``yours`` covers, else the whole reference).
+        path: the reference of your run's backbone (``P.reference`` in a notebook; default the
+            DINOv2-S one of the ``"cpu"`` profile). A run on tiny-dino compares with tiny-dino's.
     """
     from .paper_numbers import paper_value
-    ref = {(c["task"], c["method"]): c for c in offline()["cells"]}
+    ref = {(c["task"], c["method"]): c for c in offline(path)["cells"]}
     mine = {(r["task"], r["method"]): _pct(r["acc"]) for r in (yours or [])}
     keys = list(mine) if mine else list(ref)
     if tasks is not None:
@@ -63,6 +65,8 @@ def compare(yours: Optional[Sequence[Dict]] = None, tasks: Optional[Sequence[str
 def format_compare(yours: Optional[Sequence[Dict]] = None, **kw) -> str:
     """``compare`` as a text table (what a notebook or the demo prints)."""
     rows = compare(yours, **kw)
+    meta = offline(kw.get("path"))["meta"]
+    where = f"{meta['backbone']}" + (f" at {meta['img_size']} px" if meta.get("img_size") else "")
     head = (f"{'task':<14}{'method':<13}{'yours':>7}{'reference (3 seeds)':>21}  {'verdict':<8}"
             f"{'paper, ViT-B/16 on':>20}")
     lines = [head, "-" * len(head)]
@@ -71,7 +75,7 @@ def format_compare(yours: Optional[Sequence[Dict]] = None, **kw) -> str:
         ref = f"{r['ref_mean']:.1f} +- {r['ref_sd']:.1f}" if r["ref_mean"] is not None else "not run yet"
         pap = f"{r['paper']:.1f} ({r['paper_task']})" if r["paper"] is not None else "-"
         lines.append(f"{r['task']:<14}{r['method']:<13}{y:>7}{ref:>21}  {r['verdict'] or '-':<8}{pap:>20}")
-    lines.append("reference: this package's offline suite, default backbone, VTAB-1k protocol; verdict: within "
+    lines.append(f"reference: this package's offline suite on {where}, VTAB-1k protocol; verdict: within "
                  "mean +- max(2 sd, 2 points). paper: the VTAB task each offline task imitates (Table 1), "
                  "a different backbone and data: compare directions, not values.")
     return "\n".join(lines)
