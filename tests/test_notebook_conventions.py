@@ -17,8 +17,8 @@ import pytest
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
-TRAINING = ("00", "03", "04", "05", "06", "07", "08", "09")       # notebooks that train models
-SHOW_REFERENCE = ("00", "03", "04", "05", "06", "07", "08", "09")  # ... and print the reference
+TRAINING = ("00", "03", "04", "05", "06", "07", "08", "09", "11")      # notebooks that train models
+SHOW_REFERENCE = ("00", "03", "04", "05", "06", "07", "08", "09", "11")  # ... and print the reference
 # notebooks that may load a specific offline backbone by name (the lesson needs its classifier head)
 NAMED_BACKBONE_OK = ("01", "02")
 

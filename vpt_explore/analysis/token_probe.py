@@ -43,7 +43,9 @@ def _check_features(features: Sequence[str]) -> tuple:
 
 
 def features_from_tokens(tokens, num_prefix: int = 1, features: Sequence[str] = FEATURES) -> Dict[str, np.ndarray]:
-    """Split final tokens (N, R + m, D) into the probe's inputs: {"cls": (N, D), "patch-mean": (N, D), "patches": (N, m*D)}.
+    """Split final tokens (N, R + m, D) into the probe's inputs.
+
+    Returns ``{"cls": (N, D), "patch-mean": (N, D), "patches": (N, m * D)}`` (the features asked for).
 
     ``num_prefix`` is R, the [CLS] and register tokens in front of the m patch tokens; "cls" is index 0.
     """
@@ -95,7 +97,8 @@ def probe_accuracy(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, C: 
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     for name, x, y in (("train_x", train_x, train_y), ("test_x", test_x, test_y)):
         if np.ndim(x) != 2 or len(x) != len(y):
-            raise ConfigError(f"{name} has shape {np.shape(x)} for {len(y)} labels; expected (n, features) with n = labels")
+            raise ConfigError(f"{name} has shape {np.shape(x)} for {len(y)} labels; "
+                              f"expected (n, features) with n = labels")
     if train_x.shape[1] != test_x.shape[1]:
         raise ConfigError(f"train_x has {train_x.shape[1]} features and test_x {test_x.shape[1]}; they must match")
     if len(np.unique(train_y)) < 2:
@@ -169,6 +172,6 @@ def format_probe(rows: Sequence[Dict], methods: Sequence[str] = ("linear", "vpt-
                      + "".join(f"{acc[f]:>{w}.1f}" if f in acc else f"{'-':>{w}}"
                                for f, w in (("cls", 8), ("patch-mean", 11), ("patches", 9)))
                      + "  |" + "".join(f"{v:>10}" for v in refs))
-    lines.append("Linear, VPT-deep and full read [CLS] (the paper's default head, Sec. 3); 'patches' is all final patch "
-                 "tokens concatenated, which keeps where each token is.")
+    lines.append("Linear, VPT-deep and full read [CLS] (the paper's default head, Sec. 3); 'patches' is all final "
+                 "patch tokens concatenated, which keeps where each token is.")
     return "\n".join(lines)

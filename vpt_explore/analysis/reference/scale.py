@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -219,7 +220,8 @@ def study(path: Optional[os.PathLike] = None) -> Dict:
 
 
 def picked_lr(task: str, method: str, path: Optional[os.PathLike] = None):
-    """``tuned_lr``, or the lr a reference still in progress has already searched (its ``partial`` cell), else "auto"."""
+    """``tuned_lr``, or the lr a reference still in progress has already searched (its ``partial`` cell),
+    else ``"auto"``."""
     lr = tuned_lr(task, method, path)
     if lr == "auto":
         try:
@@ -258,9 +260,10 @@ def run_data_scale(train: Callable, evaluate: Callable, vit, task: str = DATA_TA
           "progress": False, "seed": seed}
     test = load_task(task, "test", vit, n=n_test, seed=seed)
     meta = {"backbone": name, "img_size": px, "task": task, "seed": seed, "n_test": len(test), "length": length,
-            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")}, "lr": f"picked by the search of {ref.name}"}
+            **{k: kw[k] for k in ("epochs", "batch_size", "weight_decay", "amp")},
+            "lr": f"picked by the search of {ref.name}"}
     same = done is not None and all(done.get("meta", {}).get(k) == v for k, v in meta.items() if k != "amp")
-    result, val, t_all = {"meta": meta, "rows": list(done["rows"]) if same else []}, None, time.time()
+    result, val = {"meta": meta, "rows": list(done["rows"]) if same else []}, None
     for f in fractions:
         data = load_task(task, "train", vit, fraction=f, seed=seed)
         for m in methods:
@@ -325,11 +328,12 @@ def format_data_scale(yours: Optional[Dict] = None, path: Optional[os.PathLike] 
         for m in methods:
             s, y = ship.get((n, m)), mine.get((n, m))
             flag = "*" if s is not None and s.get("loss_spiked") else " "
-            cells.append(f"{'-' if s is None else format(s['acc'], '.1f'):>18}{flag} | {'-' if y is None else format(y['acc'], '.1f'):>6}")
+            ship_acc, your_acc = ("-" if v is None else format(v["acc"], ".1f") for v in (s, y))
+            cells.append(f"{ship_acc:>18}{flag} | {your_acc:>6}")
         first = next(r for (k, _), r in ship.items() if k == n)
         label = f"{n} (reference, 3 seeds)" if first.get("source") == "reference" else \
             f"{n} ({int(round(100 * first['fraction']))}%)"
-        lines.append(f"{label:<22}" + "".join(cells))
+        lines.append(f"{label:<26}" + "".join(cells))
     if any(r.get("loss_spiked") for r in shipped["rows"]):
         lines.append("* the training loss spiked (more than 1.5x its start): the learning rate, picked by the "
                      "reference's search on 800 images, is too high for this run")
@@ -348,23 +352,45 @@ def plot_data_scale(yours: Optional[Dict] = None, path: Optional[os.PathLike] = 
     shipped = study(path).get("data_scale", {})
     meta = shipped.get("meta", {})
     same = yours is not None and all(yours["meta"].get(k) == meta.get(k) for k in ("backbone", "img_size", "task"))
-    fig, axes = figure(1, 1, (4.6, 3.4))
+    fig, axes = figure(1, 1, (5.4, 4.0))
     ax = axes[0, 0]
-    ship = shipped.get("rows", []) + reference_points(shipped)
+    ship, ref = shipped.get("rows", []), reference_points(shipped)
     for i, m in enumerate(dict.fromkeys(r["method"] for r in ship)):
         pts = sorted((r["n_train"], r["acc"]) for r in ship if r["method"] == m)
         ax.plot(*zip(*pts), "-o", color=f"C{i}", label=f"{m} (shipped)")
+        end = [(r["n_train"], r["acc"]) for r in ref if r["method"] == m]
+        if end:                                                     # the reference: 1000 images, 3 seeds
+            ax.plot(*zip(pts[-1], end[0]), ":s", color=f"C{i}", markevery=[1])
+        spiked = [(r["n_train"], r["acc"]) for r in ship if r["method"] == m and r.get("loss_spiked")]
+        if spiked:
+            ax.plot(*zip(*spiked), "x", color="k", ms=9, label="loss spiked" if not ax.get_legend_handles_labels()[1]
+                    or "loss spiked" not in ax.get_legend_handles_labels()[1] else None)
         mine = sorted((r["n_train"], r["acc"]) for r in (yours or {}).get("rows", []) if r["method"] == m and same)
         if mine:
             ax.plot(*zip(*mine), "*", color=f"C{i}", ms=13, mec="k", label=f"{m} (yours)")
+    if ref:
+        ax.plot([], [], ":s", color="0.4", label="1000: the reference (3 seeds)")
     ax.set_xscale("log")
     ax.set(xlabel="training images (log scale; 1000 = the reference)", ylabel="test accuracy (%)",
            title=f"data scale: {LABELS.get(meta.get('backbone'), meta.get('backbone'))}, {meta.get('task')}")
-    return finish(fig)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, fontsize=8)
+    return finish(fig, legends=False)
 
 
-def _trend(lo: float, hi: float, words=("grows", "shrinks", "stays within 2 points")) -> str:
-    return words[0] if hi > lo + 2 else words[1] if hi < lo - 2 else words[2]
+def _shift(a: str, b: str, lo: float, hi: float) -> str:
+    """How a - b changed from ``lo`` to ``hi``, said by whose favour it moved."""
+    d = hi - lo
+    return "stays within 2 points" if abs(d) <= 2 else f"moves {d:+.1f} points in {a if d > 0 else b}'s favour"
+
+
+def _standing(a: str, signs: Sequence) -> str:
+    """' a is ahead on X, level (within 1 point) on Y and behind on Z.' when more than one of them applies."""
+    parts = {"ahead on": [lab for lab, v in signs if v > 1],
+             "level (within 1 point) on": [lab for lab, v in signs if abs(v) <= 1],
+             "behind on": [lab for lab, v in signs if v < -1]}
+    said = [f"{k} {', '.join(v)}" for k, v in parts.items() if v]
+    return f" {a} is " + (", ".join(said[:-1]) + " and " + said[-1]) + "." if len(said) > 1 else ""
 
 
 def _scale_sentences(rows: List[Dict]) -> List[str]:
@@ -390,13 +416,9 @@ def _scale_sentences(rows: List[Dict]) -> List[str]:
             text = f"{a} - {b}, {g} group: " + "; ".join(parts) + "."
             if len(off) >= 2:
                 lo, hi = off[0], off[-1]
-                text += (f" Over the offline backbones ({hi['params'] / lo['params']:.0f}x the parameters, same tasks) "
-                         f"the gap {_trend(lo['gap'], hi['gap'])} ({hi['gap'] - lo['gap']:+.1f} points).")
-            ahead = [lab for lab, v in signs if v > 0]
-            behind = [lab for lab, v in signs if v < 0]
-            if ahead and behind:
-                text += f" {a} is ahead on {', '.join(ahead)} and behind on {', '.join(behind)}."
-            out.append(text)
+                text += (f" From the smaller to the larger offline backbone ({hi['params'] / lo['params']:.0f}x the "
+                         f"parameters, same tasks) the difference {_shift(a, b, lo['gap'], hi['gap'])}.")
+            out.append(text + _standing(a, signs))
     return out
 
 
@@ -436,12 +458,15 @@ def _data_sentences(result: Dict) -> List[str]:
         lo, hi = ns[0], ns[-1]
         g_lo = pts[(lo, "vpt-deep")]["acc"] - pts[(lo, other)]["acc"]
         g_hi = pts[(hi, "vpt-deep")]["acc"] - pts[(hi, other)]["acc"]
-        src = " (the reference, 3 seeds)" if pts[(hi, "vpt-deep")].get("source") == "reference" else ""
-        word = _trend(g_lo, g_hi, ("widens", "narrows", "stays within 2 points"))
+        src = "the reference, 3 seeds; " if pts[(hi, "vpt-deep")].get("source") == "reference" else ""
+        steps = {n: math.ceil(n / meta.get("batch_size", 32)) * meta.get("epochs", 10) for n in (lo, hi)}
         out.append(f"Data scale ({LABELS.get(meta['backbone'], meta['backbone'])}, {meta['task']}): vpt-deep - {other} "
-                   f"is {g_lo:+.1f} points with {lo} training images and {g_hi:+.1f} with {hi}{src}: the gap {word}.")
+                   f"is {g_lo:+.1f} points with {lo} training images ({steps[lo]} optimizer steps) and "
+                   f"{g_hi:+.1f} with {hi} ({src}{steps[hi]} steps): the difference "
+                   f"{_shift('vpt-deep', other, g_lo, g_hi)}.")
     for m in dict.fromkeys(r["method"] for r in result.get("rows", [])):
-        bad = sorted((r for r in result["rows"] if r["method"] == m and r.get("loss_spiked")), key=lambda r: r["n_train"])
+        bad = sorted((r for r in result["rows"] if r["method"] == m and r.get("loss_spiked")),
+                     key=lambda r: r["n_train"])
         if bad:
             out.append(f"Caution: {m}'s training loss spiked with {' and '.join(str(r['n_train']) for r in bad)} "
                        f"training images (base_lr {bad[0]['base_lr']:g}, picked by the reference's search on 800 "
@@ -472,14 +497,17 @@ def regenerate(train: Callable, evaluate: Callable, parts: Sequence[str] = ("pro
                path: Optional[os.PathLike] = None, tasks: Sequence[str] = ("shapes-loc", "count"),
                threads: Optional[int] = 1) -> Dict:
     """Recompute the shipped study (``parts``) and write it (atomic): the probe on both offline backbones
-    and ``tasks``, and ``run_data_scale`` on DINOv2-S at 56 px. About 1 min + 12 min on one CPU core."""
+    and ``tasks`` (about 1.5 min on one CPU core), and ``run_data_scale`` on DINOv2-S at 56 px (6-10 min; it
+    saves after every run and a rerun resumes: rows already in the file for the same setting are kept, so
+    delete the file's ``data_scale`` entry to recompute them)."""
     import torch
 
     from ...backbones.load import load_backbone
     from ..token_probe import token_probe
     path = Path(path or SCALE_FILE)
     data = study(path) if path.exists() else {"schema": 1}
-    machine = f"{os.cpu_count()} CPU cores, {threads} thread(s), torch {torch.__version__}, python {platform.python_version()}"
+    machine = (f"{os.cpu_count()} CPU cores, {threads} thread(s), torch {torch.__version__}, "
+               f"python {platform.python_version()}")
     if threads:
         torch.set_num_threads(threads)
     if "probe" in parts:
