@@ -115,5 +115,5 @@ def run_config(values: Mapping[str, Any], *, kind: str, depth: int, task_size: i
                           f"({task_size} images); choose at most {task_size}")
     tcfg = TrainConfig(epochs=v["epochs"], batch_size=min(options["batch_size"], v["train_size"]),
                        base_lr=None if v["auto_lr"] else float(v["base_lr"]), seed=options["seed"],
-                       device=v["device"], progress=False)
+                       device=v["device"], progress=False, amp="auto", threads="auto")  # a busy lecture laptop
     return method, prompt, tcfg, v["task"], v["backbone"]
