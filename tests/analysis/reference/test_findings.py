@@ -88,3 +88,19 @@ def test_key_sentences_carry_the_numbers_and_skip_cells_not_run(tmp_path):
     assert not any("count" in line for line in lines)               # count was not run: no sentence
     assert sum("structured group" in line for line in lines) == 3  # vs linear, vs shallow, vs full
     assert all("+50.0 points" in line for line in lines)
+
+
+def test_readme_prose_matches_the_main_reference_and_the_shipped_studies():
+    """The hand-written sentences about DINOv2-S's reference quote numbers from the shipped files."""
+    from vpt_explore.analysis.reference import cell, scale
+    from vpt_explore.apps import precomputed
+    text = " ".join(README.read_text().split())
+    deep, lin = cell("shapes-loc", "vpt-deep"), cell("shapes-loc", "linear")
+    probe = next(r for r in scale.study()["probe"]["rows"]
+                 if r["backbone"] == "dinov2-s14-offline" and r["task"] == "shapes-loc")
+    assert f"reads `shapes-loc` at {probe['acc']['cls']:.1f}% on DINOv2-S, against the protocol's {lin['mean']:.1f}%" in text
+    assert (f"VPT-deep's lead over a *converged* linear read-out is {deep['mean'] - probe['acc']['cls']:.1f} points "
+            f"({deep['mean']:.1f} vs {probe['acc']['cls']:.1f}), not {deep['mean'] - lin['mean']:.1f}") in text
+    acc = float(precomputed.load("shapes-loc", "vpt-deep")[1]["test_acc"])
+    assert f"(the shipped notebook-08 model) reached {100 * acc:.1f}%" in text
+    assert f"bf16's {' / '.join(f'{a:.1f}' for a in deep['test_acc'])}% ({deep['mean']:.1f} ± {deep['sd']:.1f})" in text
