@@ -64,7 +64,7 @@ test-min: $(STAMP_MIN) sysdeps
 	VPT_MIN_ENV=1 $(PY_MIN) -m pytest -q "tests/test_notebooks.py::test_notebook_runs_in_fast_mode[06_training_lab]"
 
 # The course as a static HTML site in site/ (index.html): every notebook executed in the default
-# offline profile (about 40 min on 2 cores); `make site SITE_FLAGS=--fast` runs CI sizes instead.
+# offline profile (about 40 min on 2 cores on tiny-dino; longer on DINOv2-S, not timed yet); `make site SITE_FLAGS=--fast` runs CI sizes instead.
 SITE_FLAGS ?=
 site: $(STAMP) sysdeps
 	$(PY) -m vpt_explore site --out site $(SITE_FLAGS)
