@@ -111,6 +111,32 @@ def test_notebook_runs_in_fast_mode(path):
     assert not errors
 
 
+PRECOMPUTED_TRAINING = ("00", "03", "04", "05", "06", "07", "08", "09", "11")  # notebooks that would train
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in PRECOMPUTED_TRAINING],
+                         ids=[p.stem for p in NOTEBOOKS if p.name[:2] in PRECOMPUTED_TRAINING])
+def test_notebook_renders_precomputed_in_the_cpu_profile(path):
+    """A lecture's switch: the default "cpu" profile (DINOv2-S) with PRECOMPUTED runs top to bottom
+    without training anything, from the shipped reference and models (07, 08), in well under a minute
+    of cells (07's t-SNE and separability fits take the most)."""
+    pytest.importorskip("nbclient")
+    nb = _read(path)
+    env = {**os.environ, "VPT_PROFILE": "cpu", "VPT_PRECOMPUTED": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    env.pop("VPT_FAST", None)
+    client = _started_client(nb, env)
+    t0 = time.time()
+    client.execute()
+    print(f"{path.name} (cpu, PRECOMPUTED): {time.time() - t0:.1f} s")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "dinov2-s14-offline" in text, "PRECOMPUTED in the cpu profile shows the DINOv2-S results"
+
+
 # ----------------------------------------------------------------- (c) environment files
 def _canonical(name: str) -> str:
     from packaging.utils import canonicalize_name
