@@ -18,7 +18,7 @@ def test_demo_smoke_prints_table_and_saves_figure(tmp_path, capsys):
     lin = next(r for r in rows if r["method"] == "linear")
     deep = next(r for r in rows if r["method"] == "vpt-deep")
     assert lin["cached"] and not deep["cached"]                  # linear probe ran on cached features
-    assert deep["trainable"] == 6 * 10 * 128 + lin["trainable"]   # p=10 prompts in each of 6 blocks
+    assert deep["trainable"] == 12 * 10 * 384 + lin["trainable"]  # p=10 prompts in each of DINOv2-S's 12 blocks
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
 
 
