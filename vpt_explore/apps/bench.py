@@ -73,7 +73,7 @@ from ..errors import ConfigError, bad_choice
 from ..model.frozen_prefix import FrozenPrefix
 from ..model.prompted import PromptedViT
 from ..training.recipe import autocast, cpu_has_native_bf16
-from ..training.threads import pick_threads
+from ..training.threads import apply_threads
 
 NUM_CLASSES = 10
 QUICK = dict(model="quick", img_size=32, batch=2, repeats=2)
@@ -186,13 +186,12 @@ def _threads(n: Union[None, int, str]):
     programs leave free, ``vx.training.threads.pick_threads``), restoring the setting after."""
     if n is not None and n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"threads={n!r} must be None, an integer >= 1 or 'auto'")
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(pick_threads() if n == "auto" else n)
+    old = apply_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        if old is not None:
+            torch.set_num_threads(old)
 
 
 def _sync(device: str) -> None:

@@ -27,6 +27,17 @@ def tensor_digest(state: Mapping[str, torch.Tensor], exclude: frozenset = frozen
     return h.hexdigest()
 
 
+def atomic_write_json(obj, path) -> Path:
+    """Write ``obj`` as JSON through a temporary file beside ``path`` and ``os.replace``: a crash or
+    Ctrl-C mid-write keeps the old file (resumable reference runs and studies rely on it)."""
+    import json
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
 def atomic_save(state: Mapping[str, torch.Tensor], path, metadata: Dict[str, str]) -> Path:
     """Write a safetensors file via a temporary file in the same folder, fsync and ``os.replace``.
 

@@ -11,7 +11,6 @@ resolution (fingerprint) are never mixed in: the command refuses and says what t
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 from ..analysis.reference.offline_runs import (COMMAND, MAIN_BACKBONE, METHODS, TASK_ORDER, default_img_size,
                                                offline, reference_file)
 from ..backbones import fingerprint, load_backbone
+from ..backbones.weights import atomic_write_json
 from ..config import TrainConfig
 from ..data.registry import load_task
 from ..errors import DataError
@@ -95,12 +95,6 @@ def run_protocol(task: str, method: str, backbone, seeds: Sequence[int] = (0, 1,
     return out
 
 
-def _atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def regenerate(backbone_name: Optional[str] = None, tasks: Sequence[str] = TASK_ORDER,
                methods: Sequence[str] = METHODS, seeds: int = 3, path: Optional[os.PathLike] = None,
                img_size: Optional[int] = None, amp: Optional[str] = "auto", threads=None) -> Dict:
@@ -147,11 +141,11 @@ def regenerate(backbone_name: Optional[str] = None, tasks: Sequence[str] = TASK_
 
             def save_partial(cell: Dict, key: str = key) -> None:
                 data["partial"][key] = cell
-                _atomic_write_json(data, path)
+                atomic_write_json(data, path)
 
             cell = run_protocol(task, method, vit, range(seeds), amp=amp, partial=data["partial"].get(key),
                                 on_seed=save_partial)
             data["partial"].pop(key, None)
             data["cells"].append(cell)
-            _atomic_write_json(data, path)
+            atomic_write_json(data, path)
     return data

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ...backbones.weights import atomic_write_json
 from ...errors import ConfigError, DataError, MissingFileError
 from .offline_runs import (ASSETS, MAIN_BACKBONE, MAIN_IMG_SIZE, REFERENCE_FILE, SMALL_BACKBONE, SMALL_IMG_SIZE,
                            SMALL_REFERENCE_FILE, TASK_ORDER, cell, offline, reference_file, tuned_lr)
@@ -520,14 +521,9 @@ def regenerate(train: Callable, evaluate: Callable, parts: Sequence[str] = ("pro
 
         def save(result: Dict) -> None:  # after every run: a stopped regeneration resumes where it was
             data["data_scale"] = dict(result, meta=dict(result["meta"], command=COMMAND, machine=machine))
-            _write(data, path)
+            atomic_write_json(data, path)
         save(run_data_scale(train, evaluate, vit, train_kwargs={"threads": threads},
                             done=data.get("data_scale"), on_row=save))
-    _write(data, path)
+    atomic_write_json(data, path)
     return data
 
-
-def _write(data: Dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
