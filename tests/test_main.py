@@ -30,3 +30,19 @@ def test_tasks_and_backbones_listings(capsys):
     assert main(["backbones"]) == 0
     text = capsys.readouterr().out
     assert "tiny" in text and "dinov2-s14-offline" in text and "orig_in21k" in text
+
+
+def test_every_command_in_the_table_resolves_and_is_listed(capsys):
+    """Each row of COMMANDS names a function that imports, and the usage lists every command."""
+    from vpt_explore.__main__ import COMMANDS, USAGE, _function
+    assert len({name for name, _, _ in COMMANDS}) == len(COMMANDS)
+    for name, text, target in COMMANDS:
+        assert callable(_function(target)), name
+        assert f"  {name} " in USAGE and text in USAGE
+    assert main(["--help"]) == 0 and capsys.readouterr().out.strip() == USAGE
+
+
+def test_unknown_command_names_the_choices(capsys):
+    assert main(["refrence"]) == 2
+    err = capsys.readouterr().err
+    assert "command='refrence'" in err and "'reference'" in err

@@ -438,7 +438,7 @@ def test_prompt_file_with_bad_metadata(tmp_path, saved, change, words):
     vit, state, meta = saved
     path = _craft(tmp_path, state, {**meta, **change})
     with pytest.raises(vx.PromptFileError) as e:
-        vx.PromptedViT.load_prompts(path, vit)
+        vx.load_model(path, vit)
     assert_words(e.value, words)
 
 
@@ -495,3 +495,17 @@ def test_models_built_directly_round_trip(tmp_path):
     loaded = vx.PromptedViT.load_prompts(model.save_prompts(tmp_path / "d.safetensors"), vit)
     x = data.tensors[0][:3]
     assert loaded.cfg == model.cfg and torch.equal(loaded(x), model(x))
+
+
+def test_promptedvit_load_prompts_sends_other_methods_to_load_model(tmp_path):
+    """PromptedViT.load_prompts rebuilds plain PromptedViT files; an adapter file names vx.load_model."""
+    vit = small_vit(depth=2)
+    deep = vx.make_model("vpt-deep", vit, 3, length=2).eval()
+    back = vx.PromptedViT.load_prompts(deep.save_prompts(tmp_path / "d.safetensors"), vit)
+    assert back.method == "vpt-deep" and back.cfg == deep.cfg
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(back(x), deep(x))
+    path = vx.make_model("adapter", vit, 3).save_prompts(tmp_path / "a.safetensors")
+    with pytest.raises(vx.PromptFileError, match=r"holds a 'adapter' model; vx.load_model\(path, vit\)"):
+        vx.PromptedViT.load_prompts(path, vit)
+    assert vx.load_model(path, vit).method == "adapter"

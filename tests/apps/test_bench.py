@@ -220,7 +220,7 @@ def test_compile_rows_compile_only_themselves_and_report_compile_time(monkeypatc
     by = {r["variant"]: r for r in res["train"]}
     assert list(by) == ["full", "vpt-deep", "vpt-deep+compile", "vpt-deep+bf16", "vpt-deep+bf16+compile"]
     assert len(compiled) == 2 and all(isinstance(m, bench.PromptedViT) for m in compiled)
-    assert compiled[0].uses_prefix_path() and compiled[0]._prefix_exact is True   # checked before compiling
+    assert compiled[0]._prefix_exact is True and compiled[0].uses_prefix_path()   # checked before compiling
     assert [r["compiled"] for r in res["train"]] == [False, False, True, False, True]
     # compile time: the first two steps (5 s each) minus two steady steps
     assert by["vpt-deep+compile"]["compile_s"] == pytest.approx((2 * 5000 - 2 * 100.0) / 1e3)

@@ -49,3 +49,22 @@ def test_a_new_method_is_one_spec_and_one_builder():
         unregister_method("toy")
     with pytest.raises(vx.ConfigError, match="is not known"):
         vx.make_model("toy", small_vit(depth=2), 3)
+
+
+def test_default_lrs_and_evaluation_path_are_spec_fields():
+    """The optimiser, default lr and fast evaluation of a method come from its spec alone."""
+    assert [(s, registry.default_base_lr(s, parse_method(s)[0].optimizer)) for s in ("full", "bias", "vpt-deep")] \
+        == [("full", 2e-3), ("bias", 8e-2), ("vpt-deep", 0.1)]
+    assert registry.default_base_lr("bias", "sgd") == registry.OTHER_OPTIMIZER_BASE_LR["sgd"] == 5e-3
+    assert registry.default_base_lr("linear", "adamw") == 2e-3
+    assert registry.default_base_lr("mlp-3", "sgd", dim=384) == pytest.approx(0.1 / 3)
+    assert registry.SGD_METHODS == ("linear", "mlp", "sidetune", "vpt-shallow", "vpt-deep", "ensemble",
+                                    "pad-prompt", "fixed-patch", "random-patch", "conv-pad", "vpt")
+    vit = small_vit(depth=2)
+    deep, shallow = vx.make_model("vpt-deep", vit, 3, length=2), vx.make_model("vpt-shallow", vit, 3, length=2)
+    assert type(registry.inference_model(deep)).__name__ == "PrefixViT"
+    assert registry.inference_model(shallow) is shallow and not shallow.training
+    direct = vx.PromptedViT(vit, vx.PromptConfig(length=2), 3)
+    assert direct.method == "vpt" and registry.spec_of(direct)[0].name == "vpt"
+    assert registry.inference_model(direct) is direct                  # "vpt" does not ask for it
+    assert "vpt" not in vx.METHODS and registry.spec_of(torch.nn.Linear(2, 2))[0].name == "vpt"

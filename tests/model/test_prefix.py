@@ -20,6 +20,13 @@ def _prompted(vit, seed=0, num_classes=3, **cfg):
     return model
 
 
+def _twin(model, path):
+    """The same prompts, head and backbone as ``model``, built with another ``path``."""
+    twin = vx.PromptedViT(model.vit, model.cfg, model.num_classes, path=path)
+    twin.load_state_dict(model.state_dict())
+    return twin.train(model.training)
+
+
 def _max_diff(a, b):
     return (a - b).abs().max().item()
 
@@ -216,7 +223,7 @@ def test_training_prefix_path_matches_token_path(vit, images, kw):
     model = _prompted(vit, **kw).train()
     assert model.uses_prefix_path()
     fast_logits, fast_grads = _grads(model, images)
-    model.train_path = "token"
+    model = _twin(model, "token")
     assert not model.uses_prefix_path()
     logits, grads = _grads(model, images)
     assert _max_diff(fast_logits, logits) < TOL
@@ -231,7 +238,7 @@ def test_training_prefix_path_with_register_tokens(images):
     model = _prompted(small_vit(reg_tokens=2), length=4).train()
     assert model.uses_prefix_path()
     fast_logits, fast_grads = _grads(model, images)
-    model.train_path = "token"
+    model = _twin(model, "token")
     logits, grads = _grads(model, images)
     assert _max_diff(fast_logits, logits) < TOL
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(fast_grads, grads))
@@ -243,7 +250,7 @@ def test_prefix_block_with_fewer_queries_is_the_first_rows(vit):
     blk, x = vit.blocks[1], torch.randn(2, 65, 64)
     k, v = prompt_kv(blk, torch.randn(1, 3, 64))                      # (1, H, 3, hd)
     with torch.no_grad():
-        full, first = prefix_block(blk, x, k, v), prefix_block(blk, x, k, v, queries=1)
+        full, first = prefix_block(blk, x, (k, v)), prefix_block(blk, x, (k, v), queries=1)
     assert first.shape == (2, 1, 64) and _max_diff(first, full[:, :1]) < TOL
 
 
@@ -335,15 +342,51 @@ def test_prefix_training_path_keeps_no_more_for_backward_than_the_token_path():
     x = torch.randn(8, 3, 32, 32)
 
     def saved_bytes(path):
-        model.train_path = path
+        twin = _twin(model, path)
         seen = {}
 
         def pack(t):
             seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
             return t
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            assert model.uses_prefix_path() == (path == "auto")
-            out = model(x)
+            assert twin.uses_prefix_path() == (path == "auto")
+            out = twin(x)
         out.sum().backward()
         return sum(seen.values())
     assert saved_bytes("auto") <= saved_bytes("token")
+
+
+# ---------------------------------------------------------------- the path, fixed at construction
+def test_path_prefix_is_exact_in_eval_and_training(vit, images):
+    """path="prefix" runs the prefix step in eval mode too: the token path's logits."""
+    model = _prompted(vit, length=5)
+    fast = _twin(model, "prefix").eval()
+    assert fast.block_path() == "prefix" and model.block_path() == "token"
+    with torch.no_grad():
+        assert _max_diff(fast(images), model(images)) < TOL
+    assert fast.train().block_path() == "prefix" and _twin(model, "token").train().block_path() == "token"
+
+
+@pytest.mark.parametrize("kw, words", [(dict(length=5, layers="shallow"), ["layers='shallow'"]),
+                                       (dict(length=5, pool="prompt"), ["pool='prompt'"]),
+                                       (dict(length=1, location="add"), ["location='add'"])])
+def test_path_prefix_refuses_a_setup_where_it_is_not_exact(vit, kw, words):
+    with pytest.raises(ConfigError) as err:
+        vx.PromptedViT(vit, vx.PromptConfig(**kw), 3, path="prefix")
+    assert all(w in str(err.value) for w in words)
+
+
+def test_path_is_a_checked_choice(vit):
+    with pytest.raises(ConfigError, match="path='prefx'.*'auto', 'token', 'prefix'"):
+        vx.PromptedViT(vit, vx.PromptConfig(length=2), 3, path="prefx")
+    assert vx.PromptedViT(vit, vx.PromptConfig(length=2), 3).path == "auto"
+
+
+def test_one_block_loop_in_the_model_package():
+    """Every ViT path (token, prefix, cached K/V, multi-task, frozen prefix) runs forward_blocks."""
+    import pathlib
+    import vpt_explore.model as pkg
+    root = pathlib.Path(pkg.__file__).parent
+    loops = [f"{f.name}:{n}" for f in sorted(root.glob("*.py")) if f.name != "vit_math.py"
+             for n, line in enumerate(f.read_text().splitlines(), 1) if "for i, blk in enumerate" in line]
+    assert len(loops) == 1 and loops[0].startswith("prompted.py"), loops

@@ -58,9 +58,18 @@ def test_avg_pool_backbone_never_pools_prompts(images):
 
 
 def test_deep_prompts_replace_not_accumulate(vit, images):
-    model = vx.PromptedViT(vit, vx.PromptConfig(length=3, layers="deep"), num_classes=2)
+    model = vx.PromptedViT(vit, vx.PromptConfig(length=3, layers="deep"), num_classes=2).eval()
     tokens, p = model.forward_tokens(images)
     assert tokens.shape == (4, 1 + 3 + 64, 64) and p == 3
+
+
+def test_training_vpt_deep_returns_only_image_tokens_on_the_prefix_path(vit, images):
+    """The prefix step never computes the prompt tokens' outputs; with cls_only only [CLS]'s."""
+    model = vx.PromptedViT(vit, vx.PromptConfig(length=3, layers="deep"), num_classes=2).train()
+    tokens, p = model.forward_tokens(images)
+    assert tokens.shape == (4, 1 + 64, 64) and p == 0
+    cls, p = model.forward_tokens(images, cls_only=True)
+    assert cls.shape == (4, 1, 64) and p == 0 and torch.allclose(cls[:, 0], tokens[:, 0], atol=1e-5)
 
 
 def test_layer_tuple_inserts_late_and_carries_on(vit, images):

@@ -164,7 +164,7 @@ def test_prompt_file_round_trip(tmp_path, method):
             p.data.normal_()
     x = torch.randn(2, 3, 32, 32)
     path = model.save_prompts(tmp_path / "m.safetensors")
-    loaded = vx.PromptedViT.load_prompts(path, vit)
+    loaded = vx.load_model(path, vit)
     assert loaded.method == method
     assert torch.allclose(loaded(x), model(x), atol=1e-6)
     assert path.stat().st_size < 0.5 * sum(v.numel() * 4 for v in vit.state_dict().values()) or method == "full"

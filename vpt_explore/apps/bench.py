@@ -538,17 +538,17 @@ def _build_rows(specs: Sequence[RowSpec], vit: nn.Module, images: torch.Tensor, 
             fwd, opt_cls, extra = maybe(module), torch.optim.AdamW, ()
             flops = 3.0 * forward_flops(vit)
         elif spec.base in ("vpt-deep", "vpt-deep-token"):
-            module = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0)
-            module.to(device).train()
             token = spec.base == "vpt-deep-token"
-            module.train_path = "token" if token else "auto"
-            module.uses_prefix_path()   # caches its check now, not inside the first compiled trace
+            module = PromptedViT(vit, PromptConfig(length=p, layers="deep"), NUM_CLASSES, seed=0,
+                                 path="token" if token else "auto")
+            module.to(device).train()
+            module.block_path()   # caches its check now, not inside the first compiled trace
             fwd, extra, row_p = maybe(module), (), p
             flops = 2.0 * forward_flops(vit, p, "vpt-deep" if token else "prefix-deep-cls")
         elif spec.base == "vpt-last-half":
             module = PromptedViT(vit, PromptConfig(length=p, layers=late), NUM_CLASSES, seed=0)
             module.to(device).train()
-            module.uses_prefix_path()
+            module.block_path()
             later = 2.0 * forward_flops(vit, p, "prefix-deep-cls", blocks=late, embed=False)
             if spec.cache:   # blocks before the prompts: computed once, as FrozenPrefix.cache does
                 frozen = FrozenPrefix(module)

@@ -54,7 +54,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
     from ..config import TrainConfig
     from ..data.registry import load_task
     from ..methods.factory import make_model
-    from ..methods.registry import parse_method
+    from ..methods.registry import inference_model, parse_method
     from ..training.batches import evaluate
     from ..training.loop import train
 
@@ -81,7 +81,7 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
                               threads=threads)  # the reference protocol's recipe
             t0 = time.time()
             hist = train(model, train_set, val_set, cfg)
-            fast = _fastest_eval_model(model)
+            fast = inference_model(model)
             test = evaluate(fast, test_set)
             rep = model.parameter_report()
             results.append({"task": task, "group": train_set.info.group, "method": method,
@@ -96,16 +96,6 @@ def run(methods=DEFAULT_METHODS, tasks=DEFAULT_TASKS, backbone: Optional[str] = 
             print(f"  {task:<12} {method:<12} acc={test['acc']:.3f}  trainable={rep['trainable']:>9,}  "
                   f"base_lr={hist.base_lr:<8.3g} ({results[-1]['lr_from']}) {time.time() - t0:5.1f}s", flush=True)
     return results
-
-
-def _fastest_eval_model(model):
-    """The exact prefix path for VPT-deep evaluation when it applies, else the model itself."""
-    if getattr(model, "method", "") == "vpt-deep" and hasattr(model, "as_prefix"):
-        try:
-            return model.eval().as_prefix()
-        except ValueError:
-            pass
-    return model
 
 
 def directions_text(path=None) -> str:

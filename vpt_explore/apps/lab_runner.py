@@ -15,7 +15,7 @@ from ..backbones.load import list_backbones, load_backbone
 from ..data.registry import load_task
 from ..errors import ConfigError
 from ..methods.factory import make_model
-from ..methods.registry import methods_for, parse_method
+from ..methods.registry import inference_model, methods_for, parse_method
 from ..training.batches import evaluate
 from ..training.loop import train
 from ..training.profiles import cached_weights, hub_reachable
@@ -69,16 +69,6 @@ def run_title(method: str, prompt) -> str:
     """The curves' title: method and prompt setup."""
     label = run_label(method, prompt)
     return f"{method} {label}" if label != "-" else method
-
-
-def inference_model(method: str, model):
-    """The model to evaluate: VPT-deep's exact cached-K/V path when it applies, else the model."""
-    if method == "vpt-deep":
-        try:
-            return model.eval().as_prefix()
-        except ConfigError:
-            return model
-    return model
 
 
 class LabRunner:
@@ -142,7 +132,7 @@ class LabRunner:
         on_model(model, tcfg.epochs * math.ceil(len(data[0]) / tcfg.batch_size))
         hist = train(model, data[0], data[1], tcfg, stop=self.stop, callbacks=callbacks)
         status("evaluating on the test split...")
-        test = evaluate(inference_model(method, model), data[2])
+        test = evaluate(inference_model(model), data[2])
         return result_row(method, run_label(method, prompt), task, backbone, hist, test, n_train=len(data[0]),
                           epochs=tcfg.epochs, device=str(next(model.parameters()).device),
                           images_per_s=hist.images_per_s), hist

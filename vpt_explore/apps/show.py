@@ -2,7 +2,7 @@
 
     from vpt_explore.show import show_source
     show_source(vx.vit_math.embed)                         # a function
-    show_source("vpt_explore.prompts.PromptedViT._insert") # a dotted name
+    show_source("vpt_explore.prompts.PromptedViT.insert") # a dotted name
     show_source(vx.PromptedViT, lines=(1, 30))             # a slice of a long class
 
 The result displays as syntax-highlighted HTML (Pygments, inline styles, so it needs no CSS and

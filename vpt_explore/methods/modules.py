@@ -90,10 +90,10 @@ class PromptEnsemble(PromptedViT):
         for m in self.members:
             del m.head  # owned by self.head now; keeps parameter names unique
 
-    def prompts_for_batch(self, block: int, B: int):
-        """(k*B, p, D): copy j of the batch (rows j*B' .. (j+1)*B') gets member j's prompts."""
+    def prompts_for_block(self, i: int, B: int):
+        """(k*B', p, D): copy j of the batch (rows j*B' .. (j+1)*B') gets member j's prompts."""
         k = len(self.members)
-        Ps = [m.layer_prompts(block) for m in self.members]
+        Ps = [m.layer_prompts(i) for m in self.members]
         if Ps[0] is None:
             return None
         P = torch.stack(Ps).repeat_interleave(B // k, dim=0)              # (k*B', p, D)

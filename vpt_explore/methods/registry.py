@@ -15,22 +15,10 @@ from typing import Callable, Dict, Optional, Tuple
 from ..errors import ConfigError, did_you_mean
 from . import modules as m
 
-# Default base learning rates per 256 images (lr = base_lr * batch / 256), the README's table.
-# Chosen with tiny-dino on the offline suite (scan: 300 training images, 5 epochs, textures and
-# count, every candidate's max step loss / loss at init and its validation accuracy): each is the
-# best-validating value among those whose loss never rose above 1.5x its start. In that scan
-# VPT-shallow at 1.0 reached 3.1x its start and full fine-tuning at 8e-3 1.5x; on shapes-loc (400
-# images, 6 epochs, the backbone after 3 of its 6 distillation epochs) VPT-deep at 0.5 reached 2.1x,
-# at 2.0 22.7x, and linear at 0.5 2.0x.
-# The paper tunes over {50, 25, 10, 5, 2.5, 1, 0.5, 0.25, 0.1, 0.05} with 100 epochs: use
-# TrainConfig(base_lr="auto") for its tuning at laptop cost. SGD defaults are for d=128 and scale
-# with 128/d: the head sees LayerNorm'd features whose squared norm is about d, so the largest
-# stable step shrinks like 1/d (DINOv2-S, d=384, gets a third).
-DEFAULT_BASE_LR = {"vpt": 0.1, "linear": 0.1, "mlp": 0.1, "sidetune": 0.1, "ensemble": 0.1,
-                   "bias": 8e-2, "adapter": 4e-2, "vpt+bias": 4e-2, "partial": 2e-3, "full": 2e-3}
-FALLBACK_BASE_LR = {"sgd": 0.1, "adamw": 2e-3}
-SGD_METHODS = ("vpt", "vpt-shallow", "vpt-deep", "linear", "mlp", "sidetune", "ensemble")
-
+# A method run with the optimiser that is not its own (TrainConfig(optimizer=...)) starts from these
+# base lrs: AdamW's usual 2e-3, and SGD at 1/20 of the heads' 0.1 when it moves backbone weights.
+OTHER_OPTIMIZER_BASE_LR = {"sgd": 5e-3, "adamw": 2e-3}
+FALLBACK_BASE_LR = {"sgd": 0.1, "adamw": 2e-3}  # a spec's base_lr when it gives none
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -43,6 +31,13 @@ class MethodSpec:
         has_prompts: takes a PromptConfig (``length``, ``layers``, ...).
         tunes_backbone: trains weights inside the backbone (make_model then works on a copy).
         optimizer: ``"sgd"`` or ``"adamw"`` (the paper's choice for this method).
+        base_lr: the default base lr per 256 images with ``optimizer`` (lr = base_lr * batch / 256;
+            SGD ones are for d=128 and scale with 128/d, see ``default_base_lr``). The README's
+            "Learning rates" section says how the built-in ones were chosen;
+            ``TrainConfig(base_lr="auto")`` searches around it.
+        eval_prefix: evaluate through the exact cached-K/V prefix path where it applies
+            (``inference_model``): VPT-deep.
+        listed: shown in METHODS (False for ``"vpt"``, a PromptedViT built directly).
         takes_k: written ``name-k`` (partial-k, mlp-k); ``example_k`` is the k shown in METHODS.
         k_max: the largest k (None: the backbone depth).
         layers: for prompt methods, the ``layers`` it forces ("shallow") or defaults to ("deep").
@@ -58,6 +53,9 @@ class MethodSpec:
     has_prompts: bool = False
     tunes_backbone: bool = False
     optimizer: str = "adamw"
+    base_lr: Optional[float] = None
+    eval_prefix: bool = False
+    listed: bool = True
     takes_k: bool = False
     example_k: Optional[int] = None
     k_max: Optional[int] = None
@@ -67,10 +65,13 @@ class MethodSpec:
     backbones: Tuple[str, ...] = ("vit",)
     input_prompt: bool = False
 
-    @property
-    def base_lr(self) -> float:
-        """The default base lr (per 256 images, d=128) with this method's own optimiser."""
-        return _default_base_lr(self.name, self.optimizer)
+    def __post_init__(self):
+        if self.base_lr is None:
+            object.__setattr__(self, "base_lr", FALLBACK_BASE_LR.get(self.optimizer, 2e-3))
+
+    def base_lr_for(self, optimizer: str) -> float:
+        """The default base lr (per 256 images, d=128) when trained with ``optimizer``."""
+        return self.base_lr if optimizer == self.optimizer else OTHER_OPTIMIZER_BASE_LR[optimizer]
 
     def label(self) -> str:
         """The name as listed in METHODS (``partial-1``, ``mlp-3``, ``vpt-deep``)."""
@@ -78,29 +79,35 @@ class MethodSpec:
 
 
 ANY, TOKENS = ("vit", "swin", "convnet"), ("vit", "swin")
-_INPUT = dict(has_prompts=True, optimizer="sgd", layers="shallow", input_prompt=True)
-_BUILT_IN = (  # in the order of METHODS
-    MethodSpec("full", m.build_full, tunes_backbone=True),
-    MethodSpec("linear", m.build_frozen, optimizer="sgd", backbones=ANY),
-    MethodSpec("partial", m.build_partial, tunes_backbone=True, takes_k=True, example_k=1),
-    MethodSpec("mlp", m.build_mlp, optimizer="sgd", takes_k=True, example_k=3, k_max=8),
-    MethodSpec("sidetune", m.build_sidetune, optimizer="sgd"),
-    MethodSpec("bias", m.build_bias, tunes_backbone=True),
-    MethodSpec("adapter", m.build_adapter, tunes_backbone=True, kwargs=("reduction",)),
-    MethodSpec("vpt-shallow", m.build_frozen, has_prompts=True, optimizer="sgd", layers="shallow",
-               backbones=TOKENS),
-    MethodSpec("vpt-deep", m.build_frozen, has_prompts=True, optimizer="sgd", layers="deep", dropout=0.1,
-               backbones=TOKENS),
-    MethodSpec("vpt+bias", m.build_bias, has_prompts=True, tunes_backbone=True, layers="deep", dropout=0.1),
-    MethodSpec("ensemble", m.build_ensemble, has_prompts=True, optimizer="sgd", layers="deep", dropout=0.1,
+_SGD, _INPUT = dict(optimizer="sgd", base_lr=0.1), dict(has_prompts=True, optimizer="sgd", base_lr=0.1,
+                                                        layers="shallow", input_prompt=True)
+_BUILT_IN = (  # in the order of METHODS; base lrs: the README's "Learning rates"
+    MethodSpec("full", m.build_full, tunes_backbone=True, base_lr=2e-3),
+    MethodSpec("linear", m.build_frozen, **_SGD, backbones=ANY),
+    MethodSpec("partial", m.build_partial, tunes_backbone=True, base_lr=2e-3, takes_k=True, example_k=1),
+    MethodSpec("mlp", m.build_mlp, **_SGD, takes_k=True, example_k=3, k_max=8),
+    MethodSpec("sidetune", m.build_sidetune, **_SGD),
+    MethodSpec("bias", m.build_bias, tunes_backbone=True, base_lr=8e-2),
+    MethodSpec("adapter", m.build_adapter, tunes_backbone=True, base_lr=4e-2, kwargs=("reduction",)),
+    MethodSpec("vpt-shallow", m.build_frozen, has_prompts=True, **_SGD, layers="shallow", backbones=TOKENS),
+    MethodSpec("vpt-deep", m.build_frozen, has_prompts=True, **_SGD, layers="deep", dropout=0.1,
+               eval_prefix=True, backbones=TOKENS),
+    MethodSpec("vpt+bias", m.build_bias, has_prompts=True, tunes_backbone=True, base_lr=4e-2, layers="deep",
+               dropout=0.1),
+    MethodSpec("ensemble", m.build_ensemble, has_prompts=True, **_SGD, layers="deep", dropout=0.1,
                kwargs=("members",)),
     # input prompts (beyond the plain ViT): p is a width in pixels; any frozen backbone
     MethodSpec("pad-prompt", m.build_pad_prompt, **_INPUT, backbones=ANY),
     MethodSpec("fixed-patch", m.build_fixed_patch, **_INPUT, backbones=ANY),
     MethodSpec("random-patch", m.build_random_patch, **_INPUT, backbones=ANY),
     MethodSpec("conv-pad", m.build_conv_pad, **_INPUT, backbones=("convnet",)),
+    # a PromptedViT built directly (its PromptConfig as given): trains like the prompt methods
+    MethodSpec("vpt", m.build_frozen, has_prompts=True, **_SGD, backbones=TOKENS, listed=False),
 )
 _SPECS: Dict[str, MethodSpec] = {s.name: s for s in _BUILT_IN}
+# the built-in defaults as tables (read-only views of the specs above)
+DEFAULT_BASE_LR: Dict[str, float] = {s.name: s.base_lr for s in _BUILT_IN}
+SGD_METHODS: Tuple[str, ...] = tuple(s.name for s in _BUILT_IN if s.optimizer == "sgd")
 
 
 
@@ -121,12 +128,12 @@ def unregister_method(name: str) -> None:
 
 def method_names() -> Tuple[str, ...]:
     """Every known method as written in METHODS (``partial-k`` / ``mlp-k`` shown with an example k)."""
-    return tuple(s.label() for s in _SPECS.values())
+    return tuple(s.label() for s in _SPECS.values() if s.listed)
 
 
 def methods_for(kind: str) -> Tuple[str, ...]:
     """The methods (as written in METHODS) that run on a backbone kind: "vit", "swin" or "convnet"."""
-    return tuple(s.label() for s in _SPECS.values() if kind in s.backbones)
+    return tuple(s.label() for s in _SPECS.values() if s.listed and kind in s.backbones)
 
 
 def get_spec(name: str) -> Optional[MethodSpec]:
@@ -162,25 +169,42 @@ def method_family(method: str) -> str:
         return method
 
 
+def method_of(model) -> str:
+    """The method a model was built as: ``model.method``, set by make_model; "vpt" for a
+    PromptedViT built directly (its class default) or any model without one."""
+    return getattr(model, "method", "vpt")
+
+
+def spec_of(model) -> Tuple[MethodSpec, Optional[int]]:
+    """The (spec, k) of ``method_of(model)``; a name this registry does not know counts as "vpt"."""
+    try:
+        return parse_method(method_of(model))
+    except ConfigError:
+        return _SPECS["vpt"], None
+
+
 def optimizer_for(method: str) -> str:
-    """The paper's optimiser for ``method`` (SGD for prompts and heads, AdamW when weights change)."""
+    """The paper's optimiser for ``method`` (SGD for prompts and heads, AdamW when weights change);
+    a name this registry does not know gets AdamW."""
     spec = _SPECS.get(method_family(method))
-    if spec is not None:
-        return spec.optimizer
-    # "vpt" (a PromptedViT built directly) or a name set by hand: the family decides
-    return "sgd" if method.split("-")[0] in SGD_METHODS or method in SGD_METHODS else "adamw"
+    return spec.optimizer if spec is not None else "adamw"
 
 
 def default_base_lr(method: str, optimizer: str, dim: int = 128) -> float:
     """The base lr used when TrainConfig.base_lr is None (SGD ones scaled by 128 / d)."""
-    lr = _default_base_lr(method, optimizer)
+    spec = _SPECS.get(method_family(method))
+    lr = spec.base_lr_for(optimizer) if spec is not None else FALLBACK_BASE_LR[optimizer]
     return lr * 128 / dim if optimizer == "sgd" else lr
 
 
-def _default_base_lr(method: str, optimizer: str) -> float:
-    family = method.split("-")[0] if method.startswith(("vpt-", "partial-", "mlp-")) else method
-    if optimizer == "sgd" and family in ("bias", "adapter", "vpt+bias", "partial", "full"):
-        return FALLBACK_BASE_LR["sgd"] / 20
-    if optimizer == "adamw" and family in ("vpt", "linear", "mlp", "sidetune", "ensemble"):
-        return FALLBACK_BASE_LR["adamw"]
-    return DEFAULT_BASE_LR.get(family, FALLBACK_BASE_LR[optimizer])
+def inference_model(model):
+    """The model to evaluate: its exact cached-K/V ``PrefixViT`` where its method evaluates that way
+    (``MethodSpec.eval_prefix``) and the setup allows it, else the model itself (in eval mode)."""
+    model.eval()
+    if spec_of(model)[0].eval_prefix and hasattr(model, "as_prefix"):
+        try:
+            return model.as_prefix()
+        except ConfigError:
+            pass
+    return model
+

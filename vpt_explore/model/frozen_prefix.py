@@ -13,8 +13,8 @@ once and trains on it::
     vx.train(fp, train_tokens, val_tokens, cfg)  # trains model's prompts and head (shared)
     model(images)                            # the PromptedViT itself, on images, as before
 
-The forward on cached tokens is the model's own from block k on: the exact prefix path in training
-where ``model.uses_prefix_path()`` says so, the token path otherwise, so logits and gradients equal
+The forward on cached tokens is the model's own loop (``forward_blocks``) from block k on, on the
+path the model takes (``model.block_path()``), so logits and gradients equal
 ``model(images)`` up to float rounding. Tokens are cached in fp32 without autocast; a bf16 run of
 the uncached model computes blocks 0..k-1 in bf16 instead (a rounding-level difference).
 
@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .prefix import prefix_block
 from .prompted import PromptedViT
 
 __all__ = ["FrozenPrefix"]
@@ -79,7 +78,7 @@ class FrozenPrefix(nn.Module):
                               f"blocks before the prompts are not frozen; build the model with freeze=True")
         self.model = model
         self.start = blocks[0]
-        self.method = getattr(model, "method", "vpt")
+        self.method = model.method
         self.num_classes = model.num_classes
         self.embed_dim = model.embed_dim
         self._seen: Optional[tuple] = None   # the frozen weights the cached tokens were computed with
@@ -150,23 +149,12 @@ class FrozenPrefix(nn.Module):
                               f"tokens were cached; call .cache() again")
 
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, D) from the output of block k-1 (B, R+m, D): ``model.forward_features``
-        from block k on (the prefix path where the model uses it while training, else the token path)."""
+        """Pooled features (B, D) from the output of block k-1 (B, R+m, D): the model's own
+        ``forward_blocks`` from block k on, then its norm, pool and fc_norm."""
         self.check_tokens(tokens)
-        m, blocks = self.model, self.model.vit.blocks
-        x = tokens
-        if m.uses_prefix_path():  # prompts in blocks k..N-1, pool cls/image: as prefix_train_features
-            cls_only, last = m.cfg.pool == "cls", len(blocks) - 1
-            for i in range(self.start, len(blocks)):
-                P = m.live_prompts(i, x.shape[0])                              # (1 or B, p, D)
-                x = prefix_block(blocks[i], x, P, queries=1 if cls_only and i == last else None)
-            return m.vit.fc_norm(m.pool(m.vit.norm(x), 0))                     # x: (B, R+m or 1, D)
-        n_p = 0
-        for i in range(self.start, len(blocks)):                               # as forward_tokens
-            if i in m.prompt_blocks:
-                x, n_p = m.insert(x, i, n_p)                                   # (B, R+p+m, D)
-            x = blocks[i](x)
-        return m.vit.fc_norm(m.pool(m.vit.norm(x), n_p))
+        m = self.model
+        x, n_p = m.forward_blocks(tokens, start=self.start, cls_only=m.cfg.pool == "cls")
+        return m.vit.fc_norm(m.pool(m.vit.norm(x), n_p))                      # (B, D)
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         """The model's head: (B, D) -> (B, num_classes)."""

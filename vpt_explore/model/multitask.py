@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, bad_choice
-from .tokens import add_prompts, insert_prompts
-from .prefix import (_check_eval, check_prefix_exact, kv_sources, kv_sources_changed, prefix_block,
-                     prompt_kv_table)
+from .prefix import _check_eval, check_prefix_exact, kv_sources, kv_sources_changed, prompt_kv_table
 
 __all__ = ["MultiTaskVPT"]
 
@@ -137,13 +135,6 @@ class MultiTaskVPT(nn.Module):
             x = torch.cat([x[:, :1] + deltas[idx.to(x.device)][:, 0], x[:, 1:]], dim=1)
         return x
 
-    def _insert(self, x: torch.Tensor, P: torch.Tensor, n_old: int) -> Tuple[torch.Tensor, int]:
-        """Put per-sample prompts P (B, p, D) into x (B, R+n_old+m, D) (``model/tokens.py``)."""
-        ref = self.tasks[self.names[0]]
-        if ref.cfg.location == "add":                                   # same length, element-wise
-            return add_prompts(x, P, ref.num_prefix)
-        return insert_prompts(x, P, ref.num_prefix, n_old, ref.prompt_slot)  # (B, R+p+m, D)
-
     # ----------------------------------------------------------------- forward
     def forward_features(self, images: torch.Tensor, task_ids: TaskIds) -> torch.Tensor:
         """Pooled features (B, D), every sample with its own task's prompts."""
@@ -154,20 +145,17 @@ class MultiTaskVPT(nn.Module):
         if self.is_stale():                                          # prompts trained or edited since
             self.refresh()
         idx = self.task_index(task_ids, images.shape[0]).to(images.device)
-        x = self._embed(images, idx)
-        n_p = 0
-        for i, blk in enumerate(self.backbone.blocks):
+
+        def gathered(i, B):                                  # each sample's own task's prompts
             if i not in self.blocks:
-                x = blk(x)
-            elif self.path == "prefix":
+                return None
+            if self.path == "prefix":
                 j = self.blocks.index(i)
-                x = prefix_block(blk, x, self.kv[j, 0, idx], self.kv[j, 1, idx])  # K, V (B, H, p, hd)
-            else:
-                P = torch.stack([m.layer_prompts(i) for m in self.tasks.values()])  # (T, p, D)
-                x, n_p = self._insert(x, P[idx], n_p)                               # (B, p, D) gathered
-                x = blk(x)
-        x = self.backbone.norm(x)
-        return self.backbone.fc_norm(ref.pool(x, n_p))
+                return self.kv[j, 0, idx], self.kv[j, 1, idx]                       # K, V (B, H, p, hd)
+            return torch.stack([m.layer_prompts(i) for m in self.tasks.values()])[idx]  # (B, p, D)
+        x = self._embed(images, idx)                                               # (B, R+m, D)
+        x, n_p = ref.forward_blocks(x, prompts_of=gathered, path=self.path)        # ref's loop
+        return self.backbone.fc_norm(ref.pool(self.backbone.norm(x), n_p))
 
     def forward_by_task(self, images: torch.Tensor, task_ids: TaskIds
                         ) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:

@@ -19,15 +19,15 @@ e.g. ``(3, 4, 5)`` in a 6-block ViT), the prompts must be tokens (``location`` `
 Everything else raises ``ConfigError``. ``PrefixViT`` is inference only: it refuses a model in
 training mode (prompt dropout and the backbone's dropout would make the two paths differ).
 
-Training uses the same math without the cache: in training mode ``PromptedViT.forward_features``
-recomputes K_i, V_i from the live prompts each step (with gradients, one dropout draw per image)
-and runs ``prefix_forward`` wherever this is exact, so a VPT-deep step skips the prompt tokens'
-queries, attention outputs and MLPs too (``PromptedViT.uses_prefix_path``).
+Training uses the same math without the cache: in training mode ``PromptedViT.forward_blocks``
+takes the prefix step (``prefix_block`` on the live prompts, with gradients, one dropout draw per
+image) wherever this is exact, so a VPT-deep step skips the prompt tokens' queries, attention
+outputs and MLPs too (``PromptedViT.block_path``). ``PrefixViT`` runs the same loop on cached K/V.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "prefix_block",
-           "prefix_forward"]
+__all__ = ["PrefixViT", "check_prefix_exact", "prompt_kv", "prompt_kv_table", "prefix_block"]
 
 
 # ----------------------------------------------------------------- exactness checks
@@ -206,91 +205,44 @@ def _attend(attn: nn.Module, x_q: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     return attn.proj_drop(attn.proj(out))
 
 
-def prefix_block(blk: nn.Module, x: torch.Tensor, k_p: torch.Tensor,
-                 v_p: Optional[torch.Tensor] = None, queries: Optional[int] = None) -> torch.Tensor:
-    """One timm ``Block`` on the image tokens (B, N, D) with the prompts as keys/values only.
+def prefix_block(blk: nn.Module, x: torch.Tensor,
+                 prompts: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]],
+                 queries: Optional[int] = None) -> torch.Tensor:
+    """One timm ``Block`` on the image tokens x (B, N, D) with the prompts as keys/values only.
 
-    The prompts come either as cached K/V (``k_p``, ``v_p``: each (1 or B, H, p, hd)) or, while
-    training, as the prompt tokens themselves (``k_p`` (1 or B, p, D), ``v_p`` None). Returns
-    (B, N, D), or only the first ``queries`` tokens' outputs (B, queries, D): the others still give
-    keys/values."""
+    Args:
+        blk: a timm ``Block``.
+        x: image tokens (B, N, D), N = R + m.
+        prompts: the prompt tokens (1 or B, p, D) with gradients (training), or their cached
+            (K, V), each (1 or B, H, p, hd) (``prompt_kv``).
+        queries: only the first ``queries`` tokens' outputs are computed (1: [CLS] alone);
+            None: all N. The others still offer keys and values.
+
+    Returns:
+        (B, N, D), or (B, queries, D).
+    """
     h = blk.norm1(x)                                                    # (B, N, D)
     x = x if queries is None else x[:, :queries]                        # (B, n, D) rows we output
-    attn = prefix_attention(blk.attn, h, k_p, v_p, queries) if v_p is not None else \
-        prefix_attention_live(blk.attn, h, blk.norm1(k_p), queries)
+    attn = prefix_attention(blk.attn, h, *prompts, queries) if isinstance(prompts, tuple) else \
+        prefix_attention_live(blk.attn, h, blk.norm1(prompts), queries)
     x = x + blk.drop_path1(blk.ls1(attn))
     x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
     return x
 
 
-def prefix_forward(model: nn.Module, x: torch.Tensor,
-                   kv_of: Callable[[int], Optional[Tuple[torch.Tensor, ...]]],
-                   cls_only: bool = False) -> torch.Tensor:
-    """Run the backbone's blocks on image tokens x (B, N, D): block i gets the prompts kv_of(i), as
-    cached (K, V) each (1 or B, H, p, hd), or as (tokens,) (1 or B, p, D) while training, or, for
-    None, runs as a plain block. Returns norm(x): (B, N, D).
-
-    ``cls_only``: the head reads only [CLS] (pool "cls"), so the last block computes the query,
-    attention output and MLP of [CLS] alone (all tokens still offer keys/values): (B, 1, D).
-    """
-    last = len(model.vit.blocks) - 1
-    for i, blk in enumerate(model.vit.blocks):
-        kv = kv_of(i)
-        if kv is None:
-            x = blk(x)                                               # no prompts yet: plain block
-        else:
-            x = prefix_block(blk, x, *kv, queries=1 if cls_only and i == last else None)
-    return model.vit.norm(x)
-
-
-# ----------------------------------------------------------------- training: when, and how
-def uses_prefix_path(model: nn.Module) -> bool:
-    """True when a training forward of ``model`` (a PromptedViT) goes through the prefix path.
-
-    That is: training mode, ``train_path == "auto"``, prompts that pass ``check_prefix_exact``
-    (deep or a run of blocks to the last, token prompts, pool "cls" or "image"), no attention
-    dropout in a backbone that is itself training, and no forward hooks anywhere in the blocks (the
-    prefix path skips ``Block.forward`` and ``Attention.forward`` and feeds the prompt rows
-    separately, so such hooks would not see what they expect).
-    """
-    if model.train_path != "auto" or not model.training or not model.prompt_blocks:
+def prefix_path_exact(model: nn.Module) -> bool:
+    """``check_prefix_exact`` as a bool, with one warning when the installed timm, not the setup,
+    keeps training off the prefix path (``PromptedViT.block_path`` asks once per model)."""
+    try:
+        check_prefix_exact(model)
+        return True
+    except ConfigError:
+        missing = missing_attention_parts(model)
+        if missing:
+            import timm
+            warnings.warn(f"timm {timm.__version__}: Attention has no {', '.join(missing)}; VPT-deep "
+                          f"trains on the token path (same results, slower)", stacklevel=3)
         return False
-    if model._prefix_exact is None:  # depends only on cfg and the block types: check once
-        try:
-            check_prefix_exact(model)
-            model._prefix_exact = True
-        except ConfigError:
-            model._prefix_exact = False
-            _note_timm_fallback(model)
-    if not model._prefix_exact:
-        return False
-    if model.vit.training and any(blk.attn.attn_drop.p > 0 for blk in model.vit.blocks):
-        return False  # the prefix attention has no attention dropout
-    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.vit.blocks.modules())
-
-
-def _note_timm_fallback(model: nn.Module) -> None:
-    """One line when the installed timm, not the setup, keeps training off the prefix path."""
-    missing = missing_attention_parts(model)
-    if missing:
-        import timm
-        warnings.warn(f"timm {timm.__version__}: Attention has no {', '.join(missing)}; VPT-deep "
-                      f"trains on the token path (same results, slower)", stacklevel=3)
-
-
-def prefix_train_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Pooled features (B, D) of a PromptedViT through the prefix path, with live prompts.
-
-    With pool "cls" the last block computes only the [CLS] token's output (the only one the head reads).
-    """
-    model.check_images(images)
-    B = images.shape[0]
-
-    def live(i):
-        P = model.live_prompts(i, B)                                   # (1 or B, p, D) or None
-        return None if P is None else (P,)
-    x = prefix_forward(model, model.embed(images), live, cls_only=model.cfg.pool == "cls")
-    return model.vit.fc_norm(model.pool(x, 0))                          # x: (B, R+m, D) or (B, 1, D)
 
 
 # ----------------------------------------------------------------- cache staleness
@@ -374,10 +326,11 @@ class PrefixViT(nn.Module):
             self.refresh()
         x = self.model.embed(images)                                 # (B, R+m, D), eq. (1)
 
-        def cached(i):                                               # K, V (1, H, p, hd) or None
+        def cached(i, B):                                            # K, V (1, H, p, hd) or None
             j = self._row.get(i)
             return None if j is None else (self.kv[j, 0:1], self.kv[j, 1:2])
-        return prefix_forward(self.model, x, cached)
+        x, _ = self.model.forward_blocks(x, prompts_of=cached, path="prefix")
+        return self.model.vit.norm(x)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features before the head (B, D): [CLS] or mean of the patch tokens (Fig. 8)."""

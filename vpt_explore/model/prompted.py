@@ -9,28 +9,43 @@ register tokens)::
     deep:    [x_i, _, E_i]   = L_i([x_{i-1}, P_{i-1}, E_{i-1}])   eqs. (7)-(8)  replaced per block
     y               = Head(pool(norm(x_N ...)))      eq. (3)
 
+``forward_blocks`` is the one loop over the blocks, for training and inference alike. Where
+prompts enter a block it either inserts them and runs timm's ``Block`` (the token path, the
+equations above), or, for VPT-deep while training, lets them act only as keys and values (the
+exact prefix path, ``vx.prefix``); ``block_path`` chooses once per forward. ``PrefixViT``,
+``MultiTaskVPT``, ``FrozenPrefix`` and the prompt ensemble run the same loop with their own
+prompts (``prompts_for_block`` or a ``prompts_of`` function).
+
 Nothing of the ViT is copied or subclassed: ``self.vit`` is the timm model, frozen with
 ``requires_grad_(False)`` and kept in eval mode while prompts train.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import PromptConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, PromptFileError, bad_choice
 from . import checks, prompt_init, report
 from .frozen import new_head
-from .prefix import prefix_train_features, uses_prefix_path
+from .prefix import check_prefix_exact, prefix_block, prefix_path_exact
 from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
 from .tokens import add_prompts, insert_prompts, split_tokens
+
+PATHS = ("auto", "token", "prefix")
+# block i's prompts for a batch of B: tokens (1 or B, p, D), cached (K, V), or None
+PromptsOf = Callable[[int, int], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], None]]
 
 
 class PromptedViT(nn.Module):
     """A frozen timm ViT plus learnable prompts and a linear head.
+
+    ``method`` names the transfer method it was built as (``make_model`` sets it; the registry's
+    ``MethodSpec`` of that name holds its optimiser, default lr and evaluation path): "vpt" for a
+    PromptedViT built directly.
 
     Args:
         vit: a timm ``VisionTransformer`` (shared, not copied; its weights are frozen).
@@ -39,11 +54,15 @@ class PromptedViT(nn.Module):
         init_data: a Dataset or DataLoader of (image, label), needed for ``cfg.init == "cls"``.
         freeze: freeze the backbone (the VPT setting). Baselines that tune it pass False.
         seed: seed for the prompt initialisation (``None``: torch's global generator).
+        path: how prompted blocks run: ``"auto"`` (the exact prefix path while training where it
+            applies, else the token path), ``"token"`` or ``"prefix"``; see ``block_path``.
     """
+
+    method = "vpt"
 
     def __init__(self, vit: nn.Module, cfg: Optional[PromptConfig] = None,
                  num_classes: Optional[int] = None, *, init_data=None, freeze: bool = True,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, path: str = "auto"):
         super().__init__()
         checks.check_backbone(vit)
         cfg = cfg if cfg is not None else PromptConfig()
@@ -56,8 +75,10 @@ class PromptedViT(nn.Module):
         self.num_patches = vit.patch_embed.num_patches
         self.prompt_blocks = cfg.block_indices(self.depth) if cfg.length > 0 else ()
         self.prompt_slot = "before"  # "after": prompts after the patches (same logits, Sec. 3.2)
-        self.train_path = "auto"     # "token": always train through forward_tokens (see forward_features)
-        self._prefix_exact: Optional[bool] = None  # cached by prefix.uses_prefix_path
+        if path not in PATHS:
+            raise bad_choice("path", path, PATHS)
+        self._path = path
+        self._prefix_exact: Optional[bool] = None  # cached by block_path
         checks.check_config_against_backbone(cfg, vit)
         if freeze:
             vit.requires_grad_(False)
@@ -74,6 +95,8 @@ class PromptedViT(nn.Module):
         for name in PROMPT_PARAMS:
             if hasattr(self, name) and cfg.fixed and name != "channel_weight":
                 getattr(self, name).requires_grad_(False)
+        if path == "prefix":
+            check_prefix_exact(self)  # raises ConfigError naming what makes it inexact
 
     # ----------------------------------------------------------------- construction
     def init_from_class_means(self, data) -> torch.Tensor:
@@ -87,7 +110,7 @@ class PromptedViT(nn.Module):
             else self.prompt_blocks.index(block)
 
     def layer_prompts(self, i: int) -> Optional[torch.Tensor]:
-        """The (p, D) prompt tokens fed at the input of block ``i`` (before dropout), or None.
+        """The (p, D) prompt tokens of block ``i`` as parameters (no dropout), or None.
 
         For ``location="add"`` this is the (1 or m, D) tensor added to the patch embeddings; for
         ``"concat-channel"`` there are no prompt tokens and the result is None.
@@ -105,25 +128,30 @@ class PromptedViT(nn.Module):
             tok = tok.expand(self.cfg.length, -1)                # (p, D) one vector repeated
         return tok
 
-    def prompts_for_batch(self, block: int, B: int) -> Optional[torch.Tensor]:
-        """The prompts that enter block ``block`` for a batch of B images: (B, p, D) after prompt
-        dropout, or None. The one hook subclasses override (the ensemble gives each copy of the
-        batch its own member's prompts); both the token and the prefix path read it."""
-        P = self.layer_prompts(block)
+    def prompts_for_block(self, i: int, B: int) -> Optional[torch.Tensor]:
+        """The prompts that enter block ``i`` for a batch of B images, or None: the one hook.
+
+        (1, p, D) shared by the batch, or (B, p, D) with one prompt-dropout draw per image while
+        dropout is active. Subclasses override it (``PromptEnsemble`` gives each copy of the batch
+        its member's prompts); ``forward_blocks`` takes another through ``prompts_of``.
+        """
+        P = self.layer_prompts(i)
         if P is None:
             return None
-        return self.prompt_dropout(P.unsqueeze(0).expand(B, -1, -1))      # (B, p, D)
+        if self.prompt_dropout.p > 0 and self.training:
+            return self.prompt_dropout(P.unsqueeze(0).expand(B, -1, -1))  # (B, p, D)
+        return P.unsqueeze(0)                                               # (1, p, D)
 
-    def insert(self, x: torch.Tensor, block: int, n_old: int) -> tuple[torch.Tensor, int]:
-        """Put block ``block``'s prompts into x (B, R+n_old+m, D); returns new x and prompt count."""
-        P = self.prompts_for_batch(block, x.shape[0])
-        if P is None:
-            return x, n_old
+    def insert(self, x: torch.Tensor, P: torch.Tensor, n_old: int) -> tuple[torch.Tensor, int]:
+        """Eqs. (5)/(7): x (B, R+n_old+m, D) with its n_old prompts replaced by P (1 or B, p, D).
+
+        Returns the new sequence (B, R+p+m, D) and p; location "add" adds P to the patch
+        embeddings instead and returns (B, R+m, D) and 0.
+        """
+        P = P.expand(x.shape[0], -1, -1)
         if self.cfg.location == "add":                                     # same length, element-wise
             return add_prompts(x, P, self.num_prefix)
         return insert_prompts(x, P, self.num_prefix, n_old, self.prompt_slot)  # (B, R+p+m, D)
-
-    _insert = insert  # the name notebooks and older code used
 
     # ----------------------------------------------------------------- forward
     def check_images(self, images: torch.Tensor) -> None:
@@ -158,15 +186,58 @@ class PromptedViT(nn.Module):
             x = x.permute(0, 2, 3, 1)                                          # (B, h, w, D)
         return pe.norm(x)
 
-    def forward_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """All final tokens after ``norm``: (B, R+p+m, D), and the number p of prompt tokens."""
-        self.check_images(images)
-        x = self.embed(images)
-        n_p = 0
+    def forward_blocks(self, x: torch.Tensor, *, start: int = 0, prompts_of: Optional[PromptsOf] = None,
+                       path: Optional[str] = None, cls_only: bool = False) -> tuple[torch.Tensor, int]:
+        """The transformer layers L_start..L_N on tokens x (B, R+m, D): the one block loop.
+
+        A block without prompts is timm's ``Block`` (eq. 2). Where prompts enter, the step is the
+        one chosen for this forward (``path``, default ``self.block_path()``):
+
+        * ``"token"``: eqs. (5)/(7), insert the prompts (shallow: once; deep: replacing the
+          previous block's) and run the ``Block`` on [x, P];
+        * ``"prefix"``: the prompts act only as keys and values of the image tokens' attention
+          (``vx.prefix.prefix_block``): the same outputs for the image tokens, and the prompt
+          tokens' own query, attention output and MLP are never computed.
+
+        Args:
+            x: embedded tokens (B, R+m, D) from ``embed``, or the output of block ``start - 1``.
+            start: the first block to run (``FrozenPrefix`` caches blocks 0..start-1).
+            prompts_of: ``f(i, B)`` -> block i's prompts: tokens (1 or B, p, D), or, on the prefix
+                path, cached (K, V) each (1 or B, H, p, hd); None for no prompts. Default
+                ``self.prompts_for_block``.
+            path: ``"token"`` or ``"prefix"`` for this forward.
+            cls_only: the head reads only [CLS]; on the prefix path the last block then computes
+                [CLS]'s output alone (all tokens still offer keys and values).
+
+        Returns:
+            The tokens after the last block, (B, R+p+m, D) (token path; (B, R+m, D) on the prefix
+            path, (B, 1, D) with ``cls_only``), and the number p of prompt tokens in them.
+        """
+        prompts_of = prompts_of or self.prompts_for_block
+        path = path or self.block_path()
+        last, n_p = self.depth - 1, 0
         for i, blk in enumerate(self.vit.blocks):
-            if i in self.prompt_blocks:
-                x, n_p = self.insert(x, i, n_p)    # eqs. (5)/(7): insert or replace
-            x = blk(x)
+            if i < start:
+                continue
+            P = prompts_of(i, x.shape[0])                      # (1 or B, p, D), (K, V) or None
+            if P is None:
+                x = blk(x)                                     # eq. (2): a plain block
+            elif path == "prefix":                             # prompts as keys/values only
+                x = prefix_block(blk, x, P, queries=1 if cls_only and i == last else None)
+            else:
+                x, n_p = self.insert(x, P, n_p)                # eqs. (5)/(7): (B, R+p+m, D)
+                x = blk(x)
+        return x, n_p
+
+    def forward_tokens(self, images: torch.Tensor, *, cls_only: bool = False) -> tuple[torch.Tensor, int]:
+        """All final tokens after ``norm`` and the number p of prompt tokens among them.
+
+        (B, R+p+m, D) on the token path; on the prefix path (training VPT-deep, see
+        ``block_path``) the image tokens only, (B, R+m, D), or (B, 1, D) with ``cls_only``.
+        """
+        self.check_images(images)
+        x = self.embed(images)                                 # (B, R+m, D), eq. (1)
+        x, n_p = self.forward_blocks(x, cls_only=cls_only)
         return self.vit.norm(x), n_p
 
     def pool(self, x: torch.Tensor, n_p: int) -> torch.Tensor:
@@ -182,33 +253,42 @@ class PromptedViT(nn.Module):
         return x.mean(dim=1)  # global: [CLS], registers, prompts and patches
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the head: (B, D).
-
-        In training mode a VPT-deep setup whose prompts only ever act as keys/values runs the exact
-        prefix path (``vx.prefix.uses_prefix_path`` decides; same logits and gradients up to float
-        rounding, but the prompt tokens skip the query, attention output and MLP of every block).
-        Set ``model.train_path = "token"`` to always use ``forward_tokens``.
-        """
-        return prefix_train_features(self, images) if uses_prefix_path(self) else self.token_features(images)
-
-    def token_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The token path: ``forward_tokens`` -> ``pool`` -> ``fc_norm``: (B, D)."""
-        x, n_p = self.forward_tokens(images)
+        """Pooled features before the head: ``forward_tokens`` -> ``pool`` -> ``fc_norm``, (B, D)."""
+        x, n_p = self.forward_tokens(images, cls_only=self.cfg.pool == "cls")
         return self.vit.fc_norm(self.pool(x, n_p))
 
-    def uses_prefix_path(self) -> bool:
-        """True when a training forward goes through the exact prefix path (see ``vx.prefix``)."""
-        return uses_prefix_path(self)
+    # ----------------------------------------------------------------- which path
+    @property
+    def path(self) -> str:
+        """``"auto"``, ``"token"`` or ``"prefix"``, fixed at construction (see ``block_path``)."""
+        return self._path
 
-    def live_prompts(self, i: int, B: int) -> Optional[torch.Tensor]:
-        """Block i's prompt tokens with gradients, as the prefix path takes them: (1, p, D), or
-        (B, p, D) with one dropout draw per image (as the token path's insertion does); None if none."""
-        if i not in self.prompt_blocks:
-            return None
-        P = self.layer_prompts(i)                                           # (p, D)
-        if self.prompt_dropout.p > 0 or type(self).prompts_for_batch is not PromptedViT.prompts_for_batch:
-            return self.prompts_for_batch(i, B)                             # (B, p, D)
-        return P.unsqueeze(0)                                               # (1, p, D): shared by the batch
+    def block_path(self) -> str:
+        """The step ``forward_blocks`` takes where prompts enter in this forward: "token" or "prefix".
+
+        ``path="token"``: always the token path. ``path="prefix"``: always the prefix path (checked
+        exact at construction). ``path="auto"``: the prefix path while training a setup where it is
+        exact (``vx.prefix.check_prefix_exact``: deep or a run of blocks to the last, token prompts,
+        pool "cls" or "image") unless a training backbone uses attention dropout or something hooks
+        the blocks (probes and attributions must see the prompt tokens); the token path otherwise,
+        and always in eval mode.
+        """
+        if self._path != "auto" or not self.prompt_blocks:
+            return "prefix" if self._path == "prefix" and self.prompt_blocks else "token"
+        if not self.training:
+            return "token"
+        if self._prefix_exact is None:  # depends only on cfg, the blocks and timm: check once
+            self._prefix_exact = prefix_path_exact(self)
+        if not self._prefix_exact:
+            return "token"
+        if self.vit.training and any(blk.attn.attn_drop.p > 0 for blk in self.vit.blocks):
+            return "token"  # the prefix attention has no attention dropout
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.vit.blocks.modules())
+        return "token" if hooked else "prefix"
+
+    def uses_prefix_path(self) -> bool:
+        """True when a forward now goes through the exact prefix path (``block_path() == "prefix"``)."""
+        return self.block_path() == "prefix"
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         """Eq. (3): y = Head(x_N) on pooled features (B, D) -> (B, num_classes)."""
@@ -244,10 +324,24 @@ class PromptedViT(nn.Module):
         return save_prompts(self, path)
 
     @classmethod
-    def load_prompts(cls, path, vit: nn.Module, **kw) -> "PromptedViT":
-        """Rebuild a saved model on ``vit``; fails clearly if the file belongs to another backbone."""
-        from ..methods.load import load_model  # the one upward import (see tests/test_layers.py)
-        return load_model(path, vit, **kw)
+    def load_prompts(cls, path, vit: nn.Module, *, check_fingerprint: bool = True) -> "PromptedViT":
+        """Rebuild a saved PromptedViT (linear, VPT-shallow, VPT-deep or one built directly) on
+        ``vit``, in eval mode; fails clearly if the file belongs to another backbone. Files of the
+        methods that add modules or tune the backbone load with ``vx.load_model``."""
+        from .prompt_file import load_trained, read_for
+        state, meta, cfg, num_classes, _ = read_for(path, vit)
+        try:
+            model = cls(vit, cfg.replace(init="random") if cfg.init == "cls" else cfg, num_classes)
+        except ConfigError as e:
+            raise PromptFileError(f"{str(path)!r} has metadata this version cannot rebuild: {e}") from None
+        model.cfg, model.method = cfg, meta["method"]
+        try:
+            return load_trained(model, state, meta, path, check_fingerprint)
+        except PromptFileError as e:
+            if meta["method"] == "vpt":
+                raise
+            raise PromptFileError(f"{e}. The file holds a {meta['method']!r} model; vx.load_model(path, "
+                                  f"vit) rebuilds any method") from None
 
     def extra_repr(self) -> str:
         return f"cfg={self.cfg.short_name()}, blocks={list(self.prompt_blocks)}"

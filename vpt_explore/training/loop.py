@@ -27,7 +27,7 @@ from ..errors import ConfigError, DataError, TrainingError
 from .batches import (_check_labels, _length, _load_trainable, _trainable_state, batches, cache_features, evaluate,
                       head_only)
 from .lr_search import LRSearch, search_base_lr
-from .recipe import SPIKE, autocast, lr_at, make_optimizer, resolve_amp, resolve_device
+from .recipe import SPIKE, autocast, lr_at, make_optimizer, method_of, resolve_amp, resolve_device
 from .threads import apply_threads
 
 class StopTraining(Exception):
@@ -205,7 +205,7 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
     """Check the call, seed, pick the device, cache frozen features, build optimiser and schedule."""
     cfg = cfg or TrainConfig()
     n_train = _check_inputs(model, train_data, val_data, cfg)
-    method = getattr(model, "method", "vpt")
+    method = method_of(model)
     search = None
     if cfg.base_lr == "auto":  # short runs on a validation split pick it (lr_search.py)
         search = find_base_lr(model, train_data, val_data, cfg)
@@ -229,8 +229,8 @@ def _prepare(model, train_data, val_data, cfg, callbacks, stop) -> _Run:
         forward = model.forward_head
         hist.cached_features = True
     elif cfg.compile:
-        if hasattr(model, "uses_prefix_path"):
-            model.uses_prefix_path()  # decide the path before tracing, or the first trace recompiles
+        if hasattr(model, "block_path"):
+            model.block_path()  # check the prefix path before tracing, or the first trace recompiles
         forward = torch.compile(model)
 
     optimizer, peak_lr = make_optimizer(model, cfg, method)

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError
 from .batches import _length, _load_trainable, _tensors, _trainable_state
-from .recipe import SPIKE, default_base_lr, optimizer_kind
+from .recipe import SPIKE, default_base_lr, method_of, optimizer_kind
 
 PAPER_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 ADAMW_SCALE = 1e-3          # the paper's AdamW runs use lrs about a thousand times smaller
@@ -107,7 +107,7 @@ def search_base_lr(model: nn.Module, train_data, val_data, cfg: Optional[TrainCo
         An ``LRSearch`` with the pick, every candidate's score and the seconds it took.
     """
     cfg = cfg or TrainConfig()
-    method = getattr(model, "method", "vpt")
+    method = method_of(model)
     kind = optimizer_kind(cfg, method)
     if grid is None:
         grid = search_grid(default_base_lr(method, kind, getattr(model, "embed_dim", 128)), kind)

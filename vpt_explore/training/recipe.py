@@ -19,7 +19,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..methods.registry import (DEFAULT_BASE_LR, FALLBACK_BASE_LR, SGD_METHODS,  # noqa: F401 (re-exported)
-                                default_base_lr, optimizer_for)
+                                default_base_lr, method_of, optimizer_for)  # noqa: F401
 
 SPIKE = 1.5  # a step loss above SPIKE x the loss at initialisation (about ln C) is a spike
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
