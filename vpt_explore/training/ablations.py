@@ -52,8 +52,9 @@ class Ablation:
         return f"{self.method}|" + ",".join(f"{k}={v}" for k, v in sorted(fields.items())) + f"|{self.fraction:g}"
 
 
-def _prompted(section: str, label: str, layers="deep", method: Optional[str] = None, **kw) -> Ablation:
-    """A PromptedViT row; VPT-deep gets the paper's prompt dropout 0.1, VPT-shallow none."""
+def prompted_ablation(section: str, label: str, layers="deep", method: Optional[str] = None, **kw) -> Ablation:
+    """A row that trains a PromptedViT with ``layers`` and PromptConfig fields ``kw`` (length, ...);
+    VPT-deep gets the paper's prompt dropout 0.1, VPT-shallow none; ``method``: whose lr it uses."""
     fields = {"layers": layers, "dropout": 0.0 if layers == "shallow" else 0.1, **kw}
     method = method or ("vpt-shallow" if layers == "shallow" else "vpt-deep")
     return Ablation(section, label, method, tuple(sorted(fields.items())))
@@ -76,13 +77,13 @@ def ablation_plan(length: int, lengths: Sequence[int], num_patches: int, depth: 
     L, half = length, depth // 2
     plan: List[Ablation] = []
     for loc, p in (("prepend", L), ("add", num_patches), ("prepend-pixel", L), ("concat-channel", 3)):
-        plan.append(_prompted("location", f"{loc} (p={p})", "shallow", location=loc, length=p))
-    plan += [_prompted("length", f"deep p={p}", length=p) for p in lengths]
-    plan += [_prompted("depth", f"layers={layers}", layers, length=L)
+        plan.append(prompted_ablation("location", f"{loc} (p={p})", "shallow", location=loc, length=p))
+    plan += [prompted_ablation("length", f"deep p={p}", length=p) for p in lengths]
+    plan += [prompted_ablation("depth", f"layers={layers}", layers, length=L)
              for layers in ("shallow", tuple(range(half)), tuple(range(half, depth)), "deep")]
-    plan += [_prompted("pool", f"pool={pool}", length=L, pool=pool) for pool in ("cls", "image", "prompt", "global")]
-    plan += [_prompted("share", f"share={share}", length=L, share=share) for share in ("none", "intra", "inter", "all")]
-    plan += [_prompted("init", f"init={init} (p={num_classes})", length=num_classes, init=init)
+    plan += [prompted_ablation("pool", f"pool={pool}", length=L, pool=pool) for pool in ("cls", "image", "prompt", "global")]
+    plan += [prompted_ablation("share", f"share={share}", length=L, share=share) for share in ("none", "intra", "inter", "all")]
+    plan += [prompted_ablation("init", f"init={init} (p={num_classes})", length=num_classes, init=init)
              for init in ("random", "cls")]
     plan += [Ablation("data", f"{method} {100 * f:g}%", method, (("length", L),) if method.startswith("vpt") else (), f)
              for f in fractions for method in scale_methods]
