@@ -58,3 +58,21 @@ def test_run_plan_saves_after_each_run_and_resumes(tmp_path):
     assert [r["method"] for r in rows] == ["pool=cls", "pool=image", "pool=prompt", "pool=global"]
     with pytest.raises(vx.DataError, match="another setup"):
         run_plan(plan, fit, path, {"backbone": "y"}, progress=False)
+
+
+def test_the_shipped_runs_belong_to_the_cpu_profiles_plan():
+    """Every run in the shipped file is a run of the plan notebook 09 builds in "cpu", made at that
+    profile's sizes, so the notebook's lookups by key find them."""
+    from vpt_explore.training.ablations import ablations_file
+    P = vx.PROFILES["cpu"]
+    path = ablations_file(P.backbone, P.img_size)
+    if not path.exists():
+        pytest.skip("no shipped ablation runs yet (python -m vpt_explore ablations)")
+    data = load_ablations(path)
+    meta = data["meta"]
+    assert (meta["backbone"], meta["img_size"], meta["task"]) == (P.backbone, P.img_size, P.task("structured"))
+    assert (meta["protocol"]["n_train"], meta["protocol"]["epochs"]) == (P.n_train, P.epochs)
+    C = next(t.num_classes for t in vx.list_tasks() if t.name == meta["task"])
+    plan = ablation_plan(P.prompt_length, P.prompt_lengths, (P.img_size // 14) ** 2, 12, C)
+    assert set(data["runs"]) <= {a.key for a in plan}
+    assert all(0 <= r["accuracy"] <= 1 and r["status"] in ("completed", "diverged") for r in data["runs"].values())

@@ -16,7 +16,6 @@ What is exact, and what is not:
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .pixel_prompts import PixelPrompter, framed
+from .prompt_init import xavier_uniform_bound
 
 
 def first_conv(model: nn.Module) -> Optional[nn.Conv2d]:
@@ -62,7 +62,7 @@ class ConvPadPrompter(PixelPrompter):
         if conv is None:
             return 1.0
         kh, kw = conv.kernel_size
-        return math.sqrt(6.0 / (conv.in_channels * kh * kw + conv.out_channels))
+        return xavier_uniform_bound(conv.in_channels * kh * kw, conv.out_channels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check(images)

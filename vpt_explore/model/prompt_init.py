@@ -19,11 +19,17 @@ from ..errors import ConfigError, DataError
 PROMPT_PARAMS = ("prompts", "pixel_prompts", "channel_prompts", "channel_weight")
 
 
+def xavier_uniform_bound(fan_in: int, fan_out: int) -> float:
+    """v = sqrt(6 / (fan_in + fan_out)): Xavier uniform, the bound of every uniform(-v, v) prompt init."""
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
 def xavier_bound(vit: nn.Module) -> float:
-    """v = sqrt(6 / (C * patch_h * patch_w + d)): the paper's uniform(-v, v) prompt init."""
+    """v = sqrt(6 / (C * patch_h * patch_w + d)): the paper's uniform(-v, v) prompt init (Sec. 4.1),
+    Xavier uniform of the patch projection: prompts start at the scale of patch embeddings."""
     ph, pw = vit.patch_embed.patch_size
     in_chans = getattr(vit.patch_embed.proj, "in_channels", 3)
-    return math.sqrt(6.0 / (in_chans * ph * pw + vit.embed_dim))
+    return xavier_uniform_bound(in_chans * ph * pw, vit.embed_dim)
 
 
 def num_prompt_sets(cfg: PromptConfig, prompt_blocks) -> int:

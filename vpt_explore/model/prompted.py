@@ -21,7 +21,7 @@ Nothing of the ViT is copied or subclassed: ``self.vit`` is the timm model, froz
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from torch import nn
 from ..config import PromptConfig
 from ..errors import ConfigError, PromptFileError, bad_choice
 from . import checks, prompt_init, report
-from .frozen import new_head
+from .frozen import FrozenBackboneModel, new_head
 from .prefix import check_prefix_exact, prefix_block, prefix_path_exact
 from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
 from .tokens import add_prompts, insert_prompts, split_tokens
@@ -40,7 +40,7 @@ PATHS = ("auto", "token", "prefix")
 PromptsOf = Callable[[int, int], Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], None]]
 
 
-class PromptedViT(nn.Module):
+class PromptedViT(FrozenBackboneModel):
     """A frozen timm ViT plus learnable prompts and a linear head.
 
     ``method`` names the transfer method it was built as (``make_model`` sets it; the registry's
@@ -58,6 +58,7 @@ class PromptedViT(nn.Module):
             applies, else the token path), ``"token"`` or ``"prefix"``; see ``block_path``.
     """
 
+    BACKBONE = "vit"   # FrozenBackboneModel: train() keeps a fully frozen self.vit in eval mode
     method = "vpt"
 
     def __init__(self, vit: nn.Module, cfg: Optional[PromptConfig] = None,
@@ -294,28 +295,13 @@ class PromptedViT(nn.Module):
         """Eq. (3): y = Head(x_N) on pooled features (B, D) -> (B, num_classes)."""
         return self.head(self.vit.head_drop(feats))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(images))
-
     def as_prefix(self):
         """The exact VPT-prefix inference path (cached per-block K/V): a ``vx.prefix.PrefixViT``."""
         from .prefix import PrefixViT
         return PrefixViT(self)
 
-    def train(self, mode: bool = True) -> "PromptedViT":
-        """Train the prompts, but keep a fully frozen backbone in eval mode (no dropout/drop-path)."""
-        super().train(mode)
-        if mode and not any(p.requires_grad for p in self.vit.parameters()):
-            self.vit.eval()
-        return self
-
     # ----------------------------------------------------------------- reports
-    group_of = staticmethod(report.group_of)
-
-    def parameter_report(self) -> Dict[str, object]:
-        """Trainable and total parameter counts per group, and the tuned share of the backbone
-        (``{"trainable", "total", "backbone", "percent", "groups"}``, see ``model.report``)."""
-        return report.parameter_report(self)
+    group_of = staticmethod(report.group_of)  # prompts, head, cls, backbone, adapter (model.report)
 
     # ----------------------------------------------------------------- files
     def save_prompts(self, path) -> "object":

@@ -25,7 +25,6 @@ as ``_pos_embed`` is for the ViT). With no prompts at a block, the block runs un
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -35,6 +34,7 @@ from torch import nn
 from ..config import PromptConfig
 from ..errors import ConfigError
 from .frozen import FrozenBackboneModel, new_head
+from .prompt_init import xavier_uniform_bound
 
 
 def is_swin(model: nn.Module) -> bool:
@@ -114,7 +114,7 @@ class PromptedSwin(FrozenBackboneModel):
         sets = []
         for i in self.prompt_blocks:  # uniform(-v, v), v = sqrt(6 / (C ph pw + C_stage)): Sec. 4.1 init
             C = self.swin_blocks[i][1].dim
-            v = math.sqrt(6.0 / (in_chans * ph * pw + C))
+            v = xavier_uniform_bound(in_chans * ph * pw, C)
             sets.append(nn.Parameter((torch.rand(cfg.length, C, generator=gen) * 2 - 1) * v))
         self.prompts = nn.ParameterList(sets)         # one (p, C_stage) set per prompted block
         if cfg.fixed:
