@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, bad_choice
+from .tokens import embed_patches
 from .prefix import _check_eval, check_prefix_exact, kv_sources, kv_sources_changed, prompt_kv_table
 
 __all__ = ["MultiTaskVPT"]
@@ -127,7 +128,7 @@ class MultiTaskVPT(nn.Module):
     def _embed(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Eq. (1) as in ``PromptedViT.embed``, with each sample's task's [CLS] delta: (B, R+m, D)."""
         vit = self.backbone
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))  # (B, R+m, D)
+        x = embed_patches(vit, vit.patch_embed(images))                           # (B, R+m, D)
         if any(m.cfg.learn_cls for m in self.tasks.values()):
             zero = x.new_zeros(1, 1, x.shape[-1])
             deltas = torch.stack([m.cls_delta if m.cfg.learn_cls else zero

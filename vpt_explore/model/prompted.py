@@ -33,7 +33,7 @@ from . import checks, prompt_init, report
 from .frozen import FrozenBackboneModel, new_head
 from .prefix import check_prefix_exact, prefix_block, prefix_path_exact
 from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
-from .tokens import add_prompts, insert_prompts, split_tokens
+from .tokens import add_prompts, embed_patches, insert_prompts, split_tokens
 
 PATHS = ("auto", "token", "prefix")
 # block i's prompts for a batch of B: tokens (1 or B, p, D), cached (K, V), or None
@@ -166,9 +166,7 @@ class PromptedViT(FrozenBackboneModel):
             x = self._embed_concat_channel(images)                  # (B, m, D) or (B, h, w, D)
         else:
             x = vit.patch_embed(images)                             # (B, m, D)
-        x = vit._pos_embed(x)                                       # (B, R+m, D)
-        x = vit.patch_drop(x)
-        x = vit.norm_pre(x)
+        x = embed_patches(vit, x)                                   # (B, R+m, D): _pos_embed, norm_pre
         if self.cfg.learn_cls:
             x = torch.cat([x[:, :1] + self.cls_delta, x[:, 1:]], dim=1)
         return x

@@ -26,6 +26,20 @@ class TokenLayout:
     patches: range
 
 
+def embed_patches(vit, patches: torch.Tensor) -> torch.Tensor:
+    """Eq. (1) after the patch projection, as timm's ``forward_features`` does it: [CLS]/register
+    tokens and position embeddings (``_pos_embed``), patch dropout and ``norm_pre``.
+
+    Args:
+        vit: a timm ``VisionTransformer``.
+        patches: projected patches (B, m, D) (or (B, h, w, D) for a dynamic-size backbone).
+
+    Returns:
+        (B, R+m, D).
+    """
+    return vit.norm_pre(vit.patch_drop(vit._pos_embed(patches)))
+
+
 def spans(num_prefix: int, n_prompts: int, n_tokens: int, slot: str = "before") -> TokenLayout:
     """The layout of an ``n_tokens``-long sequence holding ``n_prompts`` prompts in ``slot``."""
     R, p = num_prefix, n_prompts
