@@ -110,3 +110,28 @@ def test_the_checker_sees_lazy_imports():
     source = (PKG / "model" / "prompted.py").read_text()
     assert "\nfrom .prompt_file" not in source and "        from .prompt_file import" in source
     assert "vpt_explore.model.prompt_file" in _graph()["vpt_explore.model.prompted"]
+
+
+def test_readme_layout_names_every_module_under_its_folder():
+    """The README's Layout block lists each module of a subpackage in that folder's entry (and no
+    folder that does not exist), so the map a new contributor reads matches the tree."""
+    import re
+    text = (PKG.parent / "README.md").read_text()
+    block = text[text.index("## Layout"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    entries, current = {}, None
+    for line in block.splitlines():
+        m = re.match(r"^  (\w+)/\s+(.*)", line)
+        if m:
+            current = m.group(1)
+            entries[current] = m.group(2)
+        elif current and line.startswith(" " * 17):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    folders = sorted(p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert sorted(entries) == folders
+    missing = [f"{d}/{f.stem}" for d in folders for f in sorted((PKG / d).rglob("*.py"))
+               if f.stem != "__init__" and not re.search(rf"\b{f.stem}\b", entries[d])]
+    assert not missing, f"README Layout does not mention: {missing}"
