@@ -1,4 +1,4 @@
-"""Static checks of the course conventions (issues 12 and 16) on the notebooks' JSON: fast, no kernel.
+"""Static checks of the course conventions on the notebooks' JSON: fast, no kernel.
 
 * one ``PROFILE`` and one ``PRECOMPUTED`` in every parameters cell, and the sizes read from the
   profile (``vx.use_profile(PROFILE)``), not from ``VPT_FAST`` directly;

@@ -78,7 +78,7 @@ _LAZY = {
     "load_vtab_folder": ("data.formats", "load_vtab_folder"), "load_fgvc_json": ("data.formats", "load_fgvc_json"),
     "TaskInfo": ("data.dataset", "TaskInfo"),
     "PrefixViT": ("model.prefix", "PrefixViT"), "MultiTaskVPT": ("model.multitask", "MultiTaskVPT"),
-    # beyond the plain ViT: Swin window prompts, input prompts on any backbone (issue #14)
+    # beyond the plain ViT: Swin window prompts, input prompts on any backbone
     "PromptedSwin": ("model.swin_prompts", "PromptedSwin"),
     "InputPromptedModel": ("model.input_prompted", "InputPromptedModel"),
     "PadPrompter": ("model.pixel_prompts", "PadPrompter"),

@@ -1,5 +1,4 @@
-"""Probes: shapes, shares that sum to 1, hooks always removed, outputs unchanged (issue: seeing
-what prompts do)."""
+"""Probes: shapes, shares that sum to 1, hooks always removed, outputs unchanged."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Figures: every plot renders headless and returns a Figure (issue: seeing what prompts do)."""
+"""Figures: every plot renders headless and returns a Figure."""
 import io
 
 import matplotlib

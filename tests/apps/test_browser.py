@@ -1,4 +1,4 @@
-"""The Training Lab in a real browser: JupyterLab + headless Chromium (issue: widgets in the browser).
+"""The Training Lab in a real browser: JupyterLab + headless Chromium.
 
 Starts ``jupyter lab`` on 127.0.0.1 with a random token on a copy of notebook 06 (fast mode,
 offline), runs all cells from the Run menu, moves the layers / length / location controls, clicks

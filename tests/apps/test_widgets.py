@@ -1,4 +1,4 @@
-"""The Training Lab panel without a browser: config mirroring, rules, runs and Stop (issue: widgets)."""
+"""The Training Lab panel without a browser: config mirroring, rules, runs and Stop."""
 import html
 import re
 import time

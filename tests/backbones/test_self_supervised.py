@@ -1,4 +1,4 @@
-"""Self-supervised ViTs (MAE, MoCo v3) from local files, their pooling, and VPT on them (issue #14)."""
+"""Self-supervised ViTs (MAE, MoCo v3) from local files, their pooling, and VPT on them."""
 import pytest
 import timm
 import torch

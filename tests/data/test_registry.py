@@ -1,4 +1,4 @@
-"""Offline task suite, split protocol, safe loaders and community formats (issue: tasks)."""
+"""Offline task suite, split protocol, safe loaders and community formats."""
 import gzip
 import hashlib
 import json

@@ -1,4 +1,4 @@
-"""make_model, train and sweep beyond the plain ViT: Swin, ConvNets, pixel prompters (issue #14)."""
+"""make_model, train and sweep beyond the plain ViT: Swin, ConvNets, pixel prompters."""
 import pytest
 import timm
 import torch

@@ -1,4 +1,4 @@
-"""VPT on ConvNets: learned pixels around the image (paper Sec. 4.2) (issue #14)."""
+"""VPT on ConvNets: learned pixels around the image (paper Sec. 4.2)."""
 import pytest
 import timm
 import torch

@@ -1,4 +1,4 @@
-"""Pixel-space prompters after Bahng et al. 2022 on any frozen backbone (issue #14)."""
+"""Pixel-space prompters after Bahng et al. 2022 on any frozen backbone."""
 import pytest
 import timm
 import torch

@@ -311,7 +311,7 @@ def test_training_prefix_path_off_with_attention_dropout_in_a_training_backbone(
     assert not frozen.vit.training and frozen.uses_prefix_path()    # eval backbone: no dropout
 
 
-# ---------------------------------------------------------------- review defects (issue 15)
+# ---------------------------------------------------------------- cache staleness and memory
 def test_as_prefix_notices_changed_prompts_and_weights():
     """A cached PrefixViT never returns stale logits: it refreshes when prompts or weights change."""
     vit = small_vit(depth=3)

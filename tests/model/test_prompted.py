@@ -1,4 +1,4 @@
-"""PromptedViT: exact equivalences, parameter counts, gradients, variants (issue: foundation)."""
+"""PromptedViT: exact equivalences, parameter counts, gradients, variants."""
 
 import pytest
 import timm

@@ -1,4 +1,4 @@
-"""PromptedSwin: window prompts on a frozen timm Swin (paper Sec. 4.2, App. A) (issue #14)."""
+"""PromptedSwin: window prompts on a frozen timm Swin (paper Sec. 4.2, App. A)."""
 import pytest
 import timm
 import torch

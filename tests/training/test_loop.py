@@ -1,4 +1,4 @@
-"""Training loop, baselines, prompt files (issue: training and baselines)."""
+"""Training loop, baselines, prompt files."""
 import threading
 
 import pytest
@@ -262,7 +262,7 @@ def test_default_sgd_lr_scales_with_width():
     assert default_base_lr("full", "adamw", 768) == default_base_lr("full", "adamw", 128)
 
 
-# ---------------------------------------------------------------- review defects (issue 15)
+# ---------------------------------------------------------------- edge cases: defaults, files, lr scaling
 class _Plain(torch.utils.data.Dataset):
     """A dataset that is not in memory as tensors (like files decoded from disk)."""
 

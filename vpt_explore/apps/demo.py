@@ -103,7 +103,7 @@ def directions_text(path=None) -> str:
     from ..analysis.reference.findings import format_directions, format_targets
     from ..errors import VPTError
     try:
-        table = (format_directions(path) + "\n\nThe course's targets (issues #16, #20), checked on the offline reference:\n"
+        table = (format_directions(path) + "\n\nThe course's targets (see the README), checked on the offline reference:\n"
                  + format_targets(path))
     except VPTError as e:
         return f"(no offline reference to compare with: {e})"

@@ -49,7 +49,7 @@ How the conversion is checked (``verify_against_onnxruntime``)
     ``forward_features`` (the final-norm tokens, [CLS] plus all patches, shape (2, 1 + (S/14)^2, 384)).
     Measured max abs difference (torch 2.14.1 CPU, onnxruntime 1.32.0 CPU, seed 0, batch 2):
     56 px 1.4e-5, 112 px 1.3e-5, 224 px 1.3e-5, with tokens of magnitude up to about 9 (mean |x|
-    about 2); the issue asks for < 1e-4. At 224 px the unmodified graph (fixed input, decoder kept,
+    about 2); the goal is < 1e-4. At 224 px the unmodified graph (fixed input, decoder kept,
     the LayerNorm output added as an extra graph output) gives the same 1.3e-5. For contrast, timm's
     default antialiased resampling of the position grid would give 0.64 at 112 px.
 """

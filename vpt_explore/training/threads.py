@@ -1,7 +1,7 @@
 """CPU threads for a training run: every core on an idle machine, the free ones on a busy one.
 
 On a 2-core laptop with a browser, slides and a video call, torch's default (one thread per core)
-makes its threads wait for each other on cores the other programs hold; measured here (issue #23),
+makes its threads wait for each other on cores the other programs hold; measured on this project's 2-core machine,
 a lab run took 4-12x longer with 2 threads than with 1 while two other jobs ran.
 ``TrainConfig(threads="auto")`` asks ``pick_threads`` before a run: it samples how busy the
 cores are (``/proc/stat`` over a quarter of a second, while this process sleeps, so its own earlier

@@ -3,7 +3,7 @@
 Notebooks, the demo and the README print these instead of writing findings by hand, so a
 sentence can never disagree with the shipped reference: ``format_directions`` (group means next
 to the paper's, with the gaps that carry its findings), ``gap_sentence`` (one comparison with its
-numbers), ``targets`` / ``format_targets`` (issue #16's targets, met or not) and
+numbers), ``targets`` / ``format_targets`` (the targets the README states, met or not) and
 ``format_reference_markdown`` (the README's table).
 """
 from __future__ import annotations
@@ -200,6 +200,6 @@ def readme_block(path=None) -> str:
         f"({', '.join(complete_tasks(path)) or 'none yet'}).{running}",
         "", format_reference_markdown(path), "",
         "Group means next to the paper's (Table 1, ViT-B/16 on VTAB-1k):", "", "```",
-        format_directions(path), "```", "", "The course's targets (issues #16, #20), checked on these numbers:", "", "```",
+        format_directions(path), "```", "", "The course's targets, checked on these numbers:", "", "```",
         format_targets(path), "```", "", "The same, in sentences printed from the numbers:", ""]
         + [f"- {line}" for line in key_sentences(path)])

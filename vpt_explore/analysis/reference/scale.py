@@ -1,4 +1,4 @@
-"""Why scale matters (issue #20): the same protocol on backbones of growing size, read from the numbers.
+"""Why scale matters: the same protocol on backbones of growing size, read from the numbers.
 
 * ``scale_rows`` / ``format_scale`` / ``plot_scale``: VPT-deep - linear and VPT-deep - full per VTAB
   group on the 0.8M ``tiny-dino`` and the 22M DINOv2-S/14 (the two shipped offline references, on
