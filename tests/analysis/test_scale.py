@@ -211,3 +211,21 @@ def test_the_shipped_study_covers_both_backbones():
     assert {r["method"] for r in data["data_scale"]["rows"]} == set(scale.DATA_METHODS)
     assert scale.COMMAND in meta["command"]
     assert all(any(ch.isdigit() for ch in s) for s in scale.takeaways())   # the real files: no crash, numbers
+
+
+def test_regenerate_restores_the_callers_threads_even_after_an_error(tmp_path, monkeypatch):
+    import torch
+    from vpt_explore.analysis.reference import scale as sc
+
+    def boom(*args, **kwargs):
+        assert torch.get_num_threads() == 1
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sc, "_regenerate_parts", boom)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sc.regenerate(None, None, path=tmp_path / "s.json", threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -503,14 +503,25 @@ def regenerate(train: Callable, evaluate: Callable, parts: Sequence[str] = ("pro
     delete the file's ``data_scale`` entry to recompute them)."""
     import torch
 
-    from ...backbones.load import load_backbone
-    from ..token_probe import token_probe
     path = Path(path or SCALE_FILE)
     data = study(path) if path.exists() else {"schema": 1}
     machine = (f"{os.cpu_count()} CPU cores, {threads} thread(s), torch {torch.__version__}, "
                f"python {platform.python_version()}")
-    if threads:
-        torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        _regenerate_parts(data, parts, path, tasks, train, evaluate, threads, machine)
+    finally:
+        torch.set_num_threads(before)       # the caller's setting, also after an error or Ctrl-C
+    atomic_write_json(data, path)
+    return data
+
+
+def _regenerate_parts(data: Dict, parts, path: Path, tasks, train: Callable, evaluate: Callable, threads,
+                      machine: str) -> None:
+    from ...backbones.load import load_backbone
+    from ..token_probe import token_probe
     if "probe" in parts:
         rows = []
         for name, px in OFFLINE:
@@ -524,6 +535,4 @@ def regenerate(train: Callable, evaluate: Callable, parts: Sequence[str] = ("pro
             atomic_write_json(data, path)
         save(run_data_scale(train, evaluate, vit, train_kwargs={"threads": threads},
                             done=data.get("data_scale"), on_row=save))
-    atomic_write_json(data, path)
-    return data
 
