@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import PromptConfig
+from ..methods.registry import parse_method
 
 SECTIONS = ("location", "length", "depth", "pool", "share", "init", "data")
 
@@ -85,8 +86,8 @@ def ablation_plan(length: int, lengths: Sequence[int], num_patches: int, depth: 
     plan += [prompted_ablation("share", f"share={share}", length=L, share=share) for share in ("none", "intra", "inter", "all")]
     plan += [prompted_ablation("init", f"init={init} (p={num_classes})", length=num_classes, init=init)
              for init in ("random", "cls")]
-    plan += [Ablation("data", f"{method} {100 * f:g}%", method, (("length", L),) if method.startswith("vpt") else (), f)
-             for f in fractions for method in scale_methods]
+    plan += [Ablation("data", f"{method} {100 * f:g}%", method, (("length", L),) if parse_method(method)[0].has_prompts
+                      else (), f) for f in fractions for method in scale_methods]
     return tuple(plan)
 
 
