@@ -22,13 +22,13 @@ decoder, ``mask_token`` and any ``head.*`` are dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import MissingFileError, PromptFileError
+from .weights import read_state
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -63,28 +63,6 @@ def mocov3_keys(state: Dict[str, torch.Tensor], drop: Tuple[str, ...]) -> Dict[s
         if not k.startswith(drop):
             out[k] = v
     return out
-
-
-def read_state(path) -> Dict[str, torch.Tensor]:
-    """A state dict from a safetensors or weights-only torch file ({"state_dict"}/{"model"} unwrapped)."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"weights file {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PromptFileError(f"{str(path)!r} could not be read as safetensors or a weights-only torch "
-                              f"file: {e}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PromptFileError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict of tensors")
-    return state
 
 
 def hub_args(name: str, **timm_kwargs) -> Tuple[str, dict]:

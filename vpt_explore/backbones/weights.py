@@ -63,8 +63,9 @@ def atomic_save(state: Mapping[str, torch.Tensor], path, metadata: Dict[str, str
     return path
 
 
-def load_weights_file(vit: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
-    """Load a local ``.safetensors`` (preferred) or ``.pth``/``.bin`` (weights_only) file into vit."""
+def read_state(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """A state dict (name -> tensor) from a local ``.safetensors`` file, or a ``.pth``/``.bin`` read
+    with ``weights_only=True`` (pickled code is refused), unwrapping ``{"state_dict"}``/``{"model"}``."""
     path = Path(path)
     if not path.exists():
         raise MissingFileError(f"weights file {str(path)!r} does not exist")
@@ -80,13 +81,18 @@ def load_weights_file(vit: nn.Module, path: str | os.PathLike, strict: bool = Tr
         except Exception as e:
             raise PromptFileError(f"{str(path)!r} could not be read as a weights-only torch file "
                                   f"(pickled code is refused): {e}") from None
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        if isinstance(state, dict) and "model" in state:
-            state = state["model"]
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PromptFileError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict of tensors "
                               f"(name -> tensor)")
+    return state
+
+
+def load_weights_file(vit: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load a local ``.safetensors`` (preferred) or ``.pth``/``.bin`` (weights_only) file into vit."""
+    state = read_state(path)
     own = vit.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched:
