@@ -18,12 +18,10 @@ path the model takes (``model.block_path()``), so logits and gradients equal
 ``model(images)`` up to float rounding. Tokens are cached in fp32 without autocast; a bf16 run of
 the uncached model computes blocks 0..k-1 in bf16 instead (a rounding-level difference).
 
-Measured on DINOv2-S/14 at 56 px, batch 32, p=10, one thread on a busy 2-core AMD EPYC
-(``bench train --cpu-profile``, rows ``vpt-last-half`` and ``vpt-last-half+cache``): a step with
-prompts in blocks 6..11 takes 0.66-0.74x as long from the cache (fp32 and bf16), one with prompts
-in blocks 9..11 0.42-0.45x. With ``layers="deep"`` (k=0) only the patch embedding would be cached,
-0.3-0.7% of a step, so ``FrozenPrefix`` refuses it. The cache holds N x (R+m) x D floats: 21 MB
-for 800 images at 56 px (17 tokens of 384). ``TrainConfig(checkpoint=...)`` does not work with the
+What it saves is in the README's Performance section (``bench train --cpu-profile``, rows
+``vpt-last-half`` and ``vpt-last-half+cache``). With ``layers="deep"`` (k=0) only the patch
+embedding would be cached, under 1% of a step, so ``FrozenPrefix`` refuses it. The cache holds
+N x (R+m) x D floats: 21 MB for 800 images at 56 px (17 tokens of 384). ``TrainConfig(checkpoint=...)`` does not work with the
 wrapper (``save_prompts`` reads ``model.vit``); save the ``PromptedViT`` after training instead.
 """
 from __future__ import annotations
