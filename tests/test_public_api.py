@@ -15,7 +15,7 @@ EAGER = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_ba
          "MissingPackageError", "__version__"]
 LAZY_NAMES = ["make_model", "METHODS", "PromptEnsemble", "total_params_multiplier", "storage_table", "train",
               "evaluate", "History", "load_model", "sweep", "wilcoxon", "welch", "Results", "list_tasks",
-              "load_task", "register_vtab_folder", "load_vtab_folder", "load_fgvc_json", "TaskInfo",
+              "load_task", "register_vtab_folder", "load_vtab_folder", "load_fgvc_json", "TaskInfo", "load_torchvision_task",
               "PrefixViT", "MultiTaskVPT", "PromptedSwin", "InputPromptedModel", "PadPrompter",
               "FixedPatchPrompter", "RandomPatchPrompter", "ConvPadPrompter", "methods_for", "FrozenPrefix",
               "precomputed"]
@@ -33,7 +33,7 @@ OLD_MODULES = {  # vx.<old flat module>.<a name notebooks or users read there>
     "show": ["show_source"], "experiments": ["sweep", "Results"],
     "files": ["save_prompts", "read_prompt_file", "trained_state", "FORMAT"],
     "backbones": ["load_backbone", "data_config", "fingerprint", "BACKBONES"],
-    "prompts": ["PromptedViT", "xavier_bound"], "config": ["PromptConfig", "TrainConfig", "LOCATIONS"],
+    "prompts": ["PromptedViT"], "config": ["PromptConfig", "TrainConfig", "LOCATIONS"],
 }
 
 
@@ -45,8 +45,18 @@ def test_name_resolves(name):
 
 @pytest.mark.parametrize("module", sorted(OLD_MODULES))
 def test_old_module_names_resolve(module):
-    mod = getattr(vx, module)
-    assert isinstance(mod, types.ModuleType)
+    """Short module names resolve; the old ones among them say what to use instead, every time."""
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        mod = getattr(vx, module)
+        again = getattr(vx, module)
+    assert isinstance(mod, types.ModuleType) and again is mod
+    said = [str(w.message) for w in seen if issubclass(w.category, DeprecationWarning)]
+    if module in vx._OLD:
+        assert len(said) == 2 and f"vx.{module} is an old name of {mod.__name__}; use" in said[0]
+    else:
+        assert not said
     for attr in OLD_MODULES[module]:
         assert hasattr(mod, attr), f"vx.{module}.{attr}"
 
@@ -56,8 +66,9 @@ def test_every_lazy_name_is_pinned():
 
 
 def test_public_objects_are_the_same_everywhere():
-    assert vx.make_model is vx.baselines.make_model is importlib.import_module("vpt_explore.methods.factory").make_model
-    assert vx.PromptedViT is vx.prompts.PromptedViT
+    assert vx.make_model is importlib.import_module("vpt_explore.methods").make_model \
+        is importlib.import_module("vpt_explore.methods.factory").make_model
+    assert vx.PromptedViT is importlib.import_module("vpt_explore.model.prompted").PromptedViT
     assert vx.evaluate is vx.training.evaluate
     assert vx.load_model is importlib.import_module("vpt_explore.methods.load").load_model
 

@@ -290,7 +290,7 @@ def test_a_prompt_file_whose_header_length_starts_with_0x80_is_not_taken_for_a_p
     vit = small_vit(depth=1)
     model = vx.PromptedViT(vit, vx.PromptConfig(length=2, layers="deep"), num_classes=3)
     for pad in range(300):  # grow the metadata until the header length ends in 0x80
-        path = vx.files.save_prompts(model, tmp_path / "p.safetensors", extra={"pad": "x" * pad})
+        path = files.save_prompts(model, tmp_path / "p.safetensors", extra={"pad": "x" * pad})
         if path.read_bytes()[0] == 0x80:
             break
     assert path.read_bytes()[0] == 0x80

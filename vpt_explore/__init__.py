@@ -11,6 +11,7 @@ Heavier parts (training, tasks, plots, widgets, benchmarks) are imported on firs
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING
 
 from .errors import check_core_versions
@@ -60,7 +61,7 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute); attribute None: the module itself. Resolved lazily so `import
 # vpt_explore` stays light and side-effect free. Old flat module names (vx.tasks, vx.files, ...)
-# still resolve, to the module that now holds their content.
+# still resolve, to the module that now holds their content, with a DeprecationWarning (_OLD).
 _LAZY = {
     "make_model": ("methods.factory", "make_model"), "METHODS": ("methods.factory", "METHODS"),
     "PromptEnsemble": ("methods.modules", "PromptEnsemble"),
@@ -75,7 +76,8 @@ _LAZY = {
     "welch": ("training.experiments", "welch"), "Results": ("training.experiments", "Results"),
     "list_tasks": ("data.registry", "list_tasks"), "load_task": ("data.registry", "load_task"),
     "register_vtab_folder": ("data.registry", "register_vtab_folder"),
-    "load_vtab_folder": ("data.formats", "load_vtab_folder"), "load_fgvc_json": ("data.formats", "load_fgvc_json"),
+    "load_vtab_folder": ("data.formats", "load_vtab_folder"),
+    "load_torchvision_task": ("data.formats", "load_torchvision_task"), "load_fgvc_json": ("data.formats", "load_fgvc_json"),
     "TaskInfo": ("data.dataset", "TaskInfo"),
     "PrefixViT": ("model.prefix", "PrefixViT"), "MultiTaskVPT": ("model.multitask", "MultiTaskVPT"),
     # beyond the plain ViT: Swin window prompts, input prompts on any backbone
@@ -108,12 +110,24 @@ __all__ = ["PromptConfig", "TrainConfig", "PromptedViT", "load_backbone", "list_
            "MissingFileError", "MissingPackageError", *_LAZY]
 
 
+# old flat module names -> what to use now; each access warns
+_OLD = {"tasks": "vx.load_task / vx.list_tasks, or vpt_explore.data.registry",
+        "baselines": "vx.make_model / vx.METHODS, or vpt_explore.methods",
+        "files": "model.save_prompts / vx.load_model, or vpt_explore.model.prompt_file",
+        "prompts": "vx.PromptedViT, or vpt_explore.model.prompted",
+        "show": "vpt_explore.apps.show", "experiments": "vx.sweep / vx.Results, or vpt_explore.training.experiments"}
+
+
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'vpt_explore' has no attribute {name!r}")
     module_name, attr = _LAZY[name]
     module = importlib.import_module(f".{module_name}", __name__)
     value = module if attr is None else getattr(module, attr)
+    if name in _OLD:  # not cached, so every use says it
+        warnings.warn(f"vx.{name} is an old name of {module.__name__}; use {_OLD[name]}",
+                      DeprecationWarning, stacklevel=2)
+        return value
     globals()[name] = value
     return value
 

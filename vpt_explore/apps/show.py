@@ -1,8 +1,8 @@
 """Show the library's real source in a notebook, instead of pasting copies that drift.
 
-    from vpt_explore.show import show_source
+    from vpt_explore.apps.show import show_source
     show_source(vx.vit_math.embed)                         # a function
-    show_source("vpt_explore.prompts.PromptedViT.insert") # a dotted name
+    show_source("vpt_explore.model.prompted.PromptedViT.insert")  # a dotted name
     show_source(vx.PromptedViT, lines=(1, 30))             # a slice of a long class
 
 The result displays as syntax-highlighted HTML (Pygments, inline styles, so it needs no CSS and
@@ -23,7 +23,7 @@ __all__ = ["SourceView", "show_source", "resolve"]
 
 
 def resolve(name: str) -> Any:
-    """The object behind a dotted name such as ``"vpt_explore.prompts.PromptedViT.pool"``."""
+    """The object behind a dotted name such as ``"vpt_explore.model.prompted.PromptedViT.pool"``."""
     parts = name.split(".")
     for cut in range(len(parts), 0, -1):
         try:

@@ -160,7 +160,7 @@ def load_vtab_folder(root: PathLike, task: str, split: str = "train", backbone=N
     """Load one split of a VTAB-1k task folder (``train800``/``val200``/``train800val200``/``test``).
 
     Labels are checked against the task's class count (``VTAB_TASKS``; for other folder names,
-    1 + the largest label found). Options as in :func:`vpt_explore.tasks.load_task`.
+    1 + the largest label found). Options as in :func:`vpt_explore.data.registry.load_task`.
     """
     split = canonical_split(split)
     kw = _options(image_size, mean, std, n, fraction, k_shot, seed)

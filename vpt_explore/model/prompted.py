@@ -32,7 +32,7 @@ from ..errors import ConfigError, PromptFileError, bad_choice
 from . import checks, prompt_init, report
 from .frozen import FrozenBackboneModel, new_head
 from .prefix import check_prefix_exact, prefix_block, prefix_path_exact
-from .prompt_init import PROMPT_PARAMS, xavier_bound  # noqa: F401 - public: vx.prompts.xavier_bound
+from .prompt_init import PROMPT_PARAMS
 from .tokens import add_prompts, embed_patches, insert_prompts, split_tokens
 
 PATHS = ("auto", "token", "prefix")
