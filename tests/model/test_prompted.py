@@ -97,7 +97,7 @@ def test_vit_b16_prompt_parameters_match_paper(layers, expected):
     assert rep["groups"]["head"] == 768 * 100 + 100
     assert rep["trainable"] == expected + 76_900
     assert round(rep["percent"], 2) == {"deep": 0.53, "shallow": 0.04}[layers]
-    assert vx.model.prompted.xavier_bound(vit) == pytest.approx(0.0625, abs=2e-4)
+    assert vx.model.prompt_init.xavier_bound(vit) == pytest.approx(0.0625, abs=2e-4)
 
 
 # ---------------------------------------------------------------- gradients only where they belong
