@@ -72,7 +72,7 @@ from ..config import PromptConfig
 from ..errors import ConfigError, bad_choice
 from ..model.frozen_prefix import FrozenPrefix
 from ..model.prompted import PromptedViT
-from ..training.recipe import autocast, cpu_has_native_bf16
+from ..training.recipe import autocast, cpu_has_native_bf16, resolve_device
 from ..training.threads import apply_threads
 
 NUM_CLASSES = 10
@@ -290,8 +290,7 @@ def _setup(model, img_size, batch, repeats, device, amp, quick):
         raise bad_choice("amp", amp, (None, "bf16", "fp16"))
     if device != "cpu" and not device.startswith("cuda"):
         raise bad_choice("device", device, ("cpu", "cuda", "cuda:N"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} but no CUDA GPU is available; use --device cpu")
+    resolve_device(device)  # a clear error when CUDA is asked for and not there
     vit = bench_backbone(model, img_size).to(device)
     size = vit.patch_embed.img_size
     images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)

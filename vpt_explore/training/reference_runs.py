@@ -30,7 +30,7 @@ from ..methods.registry import parse_method
 from .batches import evaluate
 from .loop import find_base_lr, train
 from .lr_search import search_grid
-from .recipe import default_base_lr, optimizer_kind, resolve_amp
+from .recipe import default_base_lr, optimizer_kind, resolve_amp, resolve_device
 
 SEARCH_SPAN = (1 / 20, 5.0)  # the lr grid: the paper's values from default/20 to 5 x default
 PROTOCOL = dict(epochs=10, batch_size=32, length=10, weight_decay=1e-4,
@@ -117,7 +117,7 @@ def regenerate(backbone_name: Optional[str] = None, tasks: Sequence[str] = TASK_
     path = Path(path or reference_file(name, img_size))
     apply_threads(threads)
     vit = load_backbone(name, img_size=img_size) if name.startswith("dinov2") else load_backbone(name)
-    amp_used = resolve_amp(amp, "cpu")[0] if not torch.cuda.is_available() else resolve_amp(amp, "cuda")[0]
+    amp_used = resolve_amp(amp, resolve_device("auto"))[0]
     meta = {"backbone": name, "img_size": img_size, "fingerprint": fingerprint(vit), "protocol": PROTOCOL,
             "seeds": list(range(seeds)), "amp": amp_used,
             "command": f"{COMMAND} --backbone {name} --img-size {img_size}",
