@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import vpt_explore as vx
 from vpt_explore.model.multitask import MultiTaskVPT
 
 from vpt_explore.errors import ConfigError
