@@ -20,6 +20,7 @@ from . import modules as m
 OTHER_OPTIMIZER_BASE_LR = {"sgd": 5e-3, "adamw": 2e-3}
 FALLBACK_BASE_LR = {"sgd": 0.1, "adamw": 2e-3}  # a spec's base_lr when it gives none
 
+
 @dataclass(frozen=True)
 class MethodSpec:
     """What a transfer method is, as the rest of the library needs to know it.

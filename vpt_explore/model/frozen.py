@@ -27,7 +27,8 @@ def new_head(own_head: nn.Module, dim: int, num_classes: Optional[int],
 
 
 class FrozenBackboneModel(nn.Module):
-    """Base of PromptedViT, PromptedSwin and InputPromptedModel: ``forward = forward_head o forward_features``.
+    """Base of PromptedViT, PromptedSwin and InputPromptedModel:
+    ``forward = forward_head o forward_features``.
 
     Subclasses set ``BACKBONE`` (the attribute holding the frozen timm model) and ``GROUPS``
     (top-level parameter name -> report group), and define ``forward_features``.

@@ -21,8 +21,9 @@ the uncached model computes blocks 0..k-1 in bf16 instead (a rounding-level diff
 What it saves is in the README's Performance section (``bench train --cpu-profile``, rows
 ``vpt-last-half`` and ``vpt-last-half+cache``). With ``layers="deep"`` (k=0) only the patch
 embedding would be cached, under 1% of a step, so ``FrozenPrefix`` refuses it. The cache holds
-N x (R+m) x D floats: 21 MB for 800 images at 56 px (17 tokens of 384). ``TrainConfig(checkpoint=...)`` does not work with the
-wrapper (``save_prompts`` reads ``model.vit``); save the ``PromptedViT`` after training instead.
+N x (R+m) x D floats: 21 MB for 800 images at 56 px (17 tokens of 384).
+``TrainConfig(checkpoint=...)`` does not work with the wrapper (``save_prompts`` reads
+``model.vit``); save the ``PromptedViT`` after training instead.
 """
 from __future__ import annotations
 

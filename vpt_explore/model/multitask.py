@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError, bad_choice
-from .tokens import embed_patches
 from .prefix import _check_eval, check_prefix_exact, kv_sources, kv_sources_changed, prompt_kv_table
+from .prompted import PATHS
+from .tokens import embed_patches
 
 __all__ = ["MultiTaskVPT"]
 
 TaskIds = Union[Sequence[str], torch.Tensor]
-PATHS = ("auto", "token", "prefix")
 
 
 def _shape_of(model: nn.Module) -> Dict[str, object]:

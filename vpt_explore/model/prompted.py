@@ -272,8 +272,10 @@ class PromptedViT(FrozenBackboneModel):
         the blocks (probes and attributions must see the prompt tokens); the token path otherwise,
         and always in eval mode.
         """
-        if self._path != "auto" or not self.prompt_blocks:
-            return "prefix" if self._path == "prefix" and self.prompt_blocks else "token"
+        if not self.prompt_blocks or self._path == "token":
+            return "token"
+        if self._path == "prefix":
+            return "prefix"
         if not self.training:
             return "token"
         if self._prefix_exact is None:  # depends only on cfg, the blocks and timm: check once

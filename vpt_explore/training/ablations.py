@@ -1,12 +1,12 @@
 """Notebook 09's ablations as data: one ``Ablation`` per run, the plan of sections 1-7, and a
 resumable file of their results (paper Sec. 4.3, App. B: Figs. 3, 5-8, 12, 13).
 
-    plan = ablation_plan(length=10, lengths=(1, 5, 10, 50), num_patches=16, depth=12, num_classes=16)
-    model = build_ablation(plan[0], vit, num_classes=16, train_set=train_set, seed=0)
+    plan = ablation_plan(length=10, lengths=(1, 5, 10, 50), num_patches=16, depth=12, num_classes=8)
+    model = build_ablation(plan[0], vit, num_classes=8, train_set=train_set, seed=0)
 
-Every run trains one model on one task with one seed: an ablation shows a direction, and the
-offline reference's seed spread (``vx.reference``) says how large a difference has to be to mean
-something. ``python -m vpt_explore ablations`` trains the whole plan at the ``"cpu"`` profile's
+Every run trains one model on one task with one seed: an ablation shows a direction, which a
+second seed has to confirm before it means something (the README's "Read single ablation rows
+with care" has a run where one row differs from its neighbours by 30 points). ``python -m vpt_explore ablations`` trains the whole plan at the ``"cpu"`` profile's
 VTAB-1k sizes and writes ``assets/ablations_<backbone>_<size>px.json``; notebook 09 shows that
 file in the ``"cpu"`` profile and retrains the rows a student picks.
 """
